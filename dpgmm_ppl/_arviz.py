@@ -1,0 +1,51 @@
+"""The one place that knows which ArviZ line is installed.
+
+ArviZ 0.x (Python 3.11 here) holds results in ``az.InferenceData``; ArviZ 1.x
+(Python 3.12+) in an ``xarray.DataTree``. Both are built from the same
+``xarray.Dataset`` groups, so the rest of the package never branches.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+__all__ = ["arviz", "is_datatree", "make_inference_data"]
+
+
+def arviz():
+    """Import ArviZ lazily, without its 0.x notice about the coming refactor."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import arviz as az
+    return az
+
+
+def is_datatree() -> bool:
+    """True on ArviZ 1.x, where results are ``xarray.DataTree`` objects."""
+    return int(arviz().__version__.split(".")[0]) >= 1
+
+
+def make_inference_data(groups, attrs=None):
+    """Wrap named ``xarray.Dataset`` groups in the installed ArviZ's container.
+
+    Parameters
+    ----------
+    groups : dict of str to xarray.Dataset
+        ``posterior``, ``sample_stats``, ``log_likelihood``, ... in ArviZ's names.
+    attrs : dict, optional
+        Attributes set on every group (key, version, options).
+
+    Returns
+    -------
+    arviz.InferenceData or xarray.DataTree
+    """
+    attrs = dict(attrs or {})
+    for dataset in groups.values():
+        dataset.attrs.update(attrs)
+    if is_datatree():
+        import xarray as xr
+
+        tree = xr.DataTree.from_dict(dict(groups))
+        tree.attrs.update(attrs)
+        return tree
+    return arviz().InferenceData(**groups)

@@ -1,0 +1,121 @@
+"""``dpgmm_ppl.fit``: validate, build the shared log-density once, run a backend."""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import numpy as np
+
+from dpgmm_ppl._validation import check_data, check_positive_int, check_rng_key
+from dpgmm_ppl.density import build_log_density
+from dpgmm_ppl.fit import Fit
+from dpgmm_ppl.infer import BACKENDS
+from dpgmm_ppl.priors import Priors
+
+__all__ = ["fit"]
+
+
+def _resolve_options(backend, options):
+    unknown = sorted(set(options) - set(backend.defaults))
+    if unknown:
+        raise TypeError(
+            f"backend {backend.name!r} does not take the option(s) {unknown}; "
+            f"its options are {sorted(backend.defaults)}"
+        )
+    resolved = {**backend.defaults, **options}
+    backend.validate(resolved)
+    return resolved
+
+
+def fit(
+    data,
+    *,
+    backend="map",
+    rng_key=0,
+    num_components=25,
+    num_chains=1,
+    priors=None,
+    **backend_options,
+) -> Fit:
+    """Fit the DP-GMM to ``data`` with one of the backends.
+
+    All arguments are checked before anything is traced; then the model's
+    log-density is built once (:func:`~dpgmm_ppl.density.build_log_density`)
+    and handed to the backend.
+
+    Parameters
+    ----------
+    data : array of shape (N,) or (N, D)
+        Observations. Integers are converted to floats (float32 unless JAX's
+        x64 mode is on).
+    backend : str
+        ``"map"``: gradient descent to the posterior mode of the unconstrained
+        parameters (see :mod:`dpgmm_ppl.infer.map`).
+    rng_key : int or PRNGKey
+        Seeds the initialisation and any sampling; the same key gives the same fit.
+    num_components : int
+        Truncation level K of the stick-breaking prior.
+    num_chains : int
+        Independent restarts (MAP) or chains.
+    priors : Priors, optional
+        Hyperparameters; defaults are scaled from the data.
+    **backend_options
+        MAP: ``optimizer`` (an ``optax.GradientTransformation``, default
+        ``optax.adam(0.05)``), ``num_steps`` (10,000), ``history_every`` (50).
+
+    Returns
+    -------
+    Fit
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.concatenate([np.linspace(-6, -4, 50), np.linspace(4, 6, 50)])
+    >>> result = fit(x, num_components=5, num_steps=500)
+    >>> sorted(round(float(v)) for v, w in zip(result.samples["loc"][0, 0],
+    ...     result.samples["weights"][0, 0]) if w > 0.1)
+    [-5, 5]
+    """
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(
+            f"backend must be one of {sorted(BACKENDS)}, got {backend!r}"
+        )
+    algorithm = BACKENDS[backend]
+    data = check_data(data)
+    num_components = check_positive_int("num_components", num_components)
+    num_chains = check_positive_int("num_chains", num_chains)
+    key = check_rng_key(rng_key)
+    priors = Priors() if priors is None else priors
+    if not isinstance(priors, Priors):
+        raise TypeError(
+            f"priors must be a dpgmm_ppl.Priors, got {type(priors).__name__}"
+        )
+    options = _resolve_options(algorithm, backend_options)
+    if num_components > data.shape[0]:
+        warnings.warn(
+            f"num_components={num_components} exceeds the number of points "
+            f"({data.shape[0]}); the extra components can only follow the prior.",
+            UserWarning,
+            stacklevel=2,
+        )
+    density = build_log_density(data, num_components=num_components, priors=priors)
+    output = algorithm.run(key, density, num_chains=num_chains, **options)
+    constrain_all = jax.jit(jax.vmap(jax.vmap(density.constrain_fn)))
+    samples = jax.tree_util.tree_map(np.asarray, constrain_all(output.positions))
+    return Fit(
+        backend=backend,
+        samples=samples,
+        sample_stats={k: np.asarray(v) for k, v in output.sample_stats.items()},
+        data=np.asarray(density.data),
+        num_components=num_components,
+        priors=density.priors,
+        losses=None if output.losses is None else np.asarray(output.losses),
+        history=None
+        if output.history is None
+        else {k: np.asarray(v) for k, v in output.history.items()},
+        history_steps=output.history_steps,
+        timing=dict(output.timing),
+        options=options,
+        rng_key=np.asarray(key),
+    )

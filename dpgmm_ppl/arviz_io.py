@@ -1,0 +1,90 @@
+"""Conversion of a :class:`~dpgmm_ppl.fit.Fit` to ArviZ data."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dpgmm_ppl._arviz import make_inference_data
+from dpgmm_ppl.fit import mixture_log_density
+
+__all__ = ["fit_to_arviz"]
+
+_SITE_DIMS = {"alpha": (), "weights": ("component",), "loc": ("component",), "scale": ("component",)}
+
+
+def _dataset(variables, coords):
+    import xarray as xr
+
+    return xr.Dataset(
+        {name: (dims, np.asarray(value)) for name, (dims, value) in variables.items()},
+        coords=coords,
+    )
+
+
+def _site_dims(fit, name, lead):
+    dims = lead + _SITE_DIMS[name]
+    if fit.dim is not None and name in ("loc", "scale"):
+        dims = dims + ("dim",)
+    return dims
+
+
+def fit_to_arviz(fit):
+    """Build ``posterior``, ``sample_stats``, ``log_likelihood``, ``observed_data``
+    and, for optimisers, ``optimization`` groups from a fit."""
+    sample_dims = ("chain", "draw")
+    coords = {
+        "chain": np.arange(fit.num_chains),
+        "draw": np.arange(fit.num_draws),
+        "component": np.arange(fit.num_components),
+    }
+    if fit.dim is not None:
+        coords["dim"] = np.arange(fit.dim)
+    posterior = _dataset(
+        {name: (_site_dims(fit, name, sample_dims), value) for name, value in fit.samples.items()},
+        coords,
+    )
+    stats = _dataset(
+        {name: (sample_dims, value) for name, value in fit.sample_stats.items()},
+        {key: coords[key] for key in sample_dims},
+    )
+    obs_dims = ("obs_id",) + (("dim",) if fit.dim is not None else ())
+    obs_coords = {"obs_id": np.arange(fit.data.shape[0])}
+    if fit.dim is not None:
+        obs_coords["dim"] = coords["dim"]
+    observed = _dataset({"obs": (obs_dims, fit.data)}, obs_coords)
+    pointwise = mixture_log_density(fit.samples, fit.data)
+    log_likelihood = _dataset(
+        {"obs": (sample_dims + ("obs_id",), pointwise)},
+        {**{key: coords[key] for key in sample_dims}, "obs_id": obs_coords["obs_id"]},
+    )
+    groups = {
+        "posterior": posterior,
+        "sample_stats": stats,
+        "log_likelihood": log_likelihood,
+        "observed_data": observed,
+    }
+    if fit.losses is not None:
+        optimization = {"loss": (("chain", "step"), fit.losses)}
+        for name, value in (fit.history or {}).items():
+            optimization[f"{name}_history"] = (_site_dims(fit, name, ("chain", "frame")), value)
+        opt_coords = {
+            "chain": coords["chain"],
+            "step": np.arange(1, fit.losses.shape[1] + 1),
+            "component": coords["component"],
+        }
+        if fit.history_steps is not None:
+            opt_coords["frame"] = np.asarray(fit.history_steps)
+        if fit.dim is not None:
+            opt_coords["dim"] = coords["dim"]
+        groups["optimization"] = _dataset(optimization, opt_coords)
+    import dpgmm_ppl
+
+    attrs = {
+        "inference_library": "dpgmm_ppl",
+        "inference_library_version": dpgmm_ppl.__version__,
+        "backend": fit.backend,
+        "num_components": fit.num_components,
+        "rng_key": np.asarray(fit.rng_key).tolist() if fit.rng_key is not None else [],
+        "options": repr(fit.options),
+    }
+    return make_inference_data(groups, attrs=attrs)

@@ -1,0 +1,168 @@
+"""The one log-density that every backend evaluates.
+
+:func:`build_log_density` traces the model once with NumPyro's
+``initialize_model`` (which finds the constraint transforms and a valid initial
+point) and returns a :class:`LogDensity`: jitted functions of an unconstrained
+position *and the data*. The data enter as an argument rather than a constant
+closed over at compile time, so minibatches and sharded arrays can later flow
+through the same compiled function.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from numpyro.infer import init_to_median
+from numpyro.infer.util import (
+    constrain_fn,
+    initialize_model,
+    log_density,
+    potential_energy,
+    unconstrain_fn,
+)
+
+from dpgmm_ppl.model import dpgmm
+from dpgmm_ppl.priors import Priors
+
+__all__ = ["LogDensity", "build_log_density", "LATENT_SITES"]
+
+#: The latent sample sites of :func:`~dpgmm_ppl.dpgmm`, in a fixed order.
+LATENT_SITES = ("alpha", "weights", "loc", "scale")
+
+
+class LogDensity(NamedTuple):
+    """Model + data, compiled once and shared by the MAP, SVI and NUTS backends.
+
+    Positions are dicts of unconstrained arrays keyed by site name.
+
+    Attributes
+    ----------
+    data : Array
+        The observations, float32 unless x64 is enabled.
+    model_kwargs : dict
+        Keyword arguments of :func:`~dpgmm_ppl.dpgmm` other than ``data``
+        (``num_components`` and the resolved ``priors``).
+    init_position : dict
+        A valid unconstrained position found by NumPyro (median of the priors).
+    potential_fn : Callable[[dict, Array], Array]
+        ``potential_fn(position, data)``: minus the log joint density of the
+        unconstrained position, log-Jacobian of the transforms included. This
+        is what NUTS, SVI and MAP evaluate.
+    log_joint_fn : Callable[[dict, Array], Array]
+        ``log_joint_fn(position, data)``: the log joint density of the
+        constrained values, without the Jacobian.
+    constrain_fn : Callable[[dict], dict]
+        Maps an unconstrained position to the constrained latent sites.
+    unconstrain_fn : Callable[[dict], dict]
+        The inverse of ``constrain_fn``.
+    trace_counts : dict
+        How many times each shared function has been traced by JAX; a backend
+        that re-traces per step or per chain shows up here.
+    """
+
+    data: Any
+    model_kwargs: dict
+    init_position: dict
+    potential_fn: Callable
+    log_joint_fn: Callable
+    constrain_fn: Callable
+    unconstrain_fn: Callable
+    trace_counts: dict
+
+    @property
+    def num_components(self) -> int:
+        return self.model_kwargs["num_components"]
+
+    @property
+    def priors(self) -> Priors:
+        return self.model_kwargs["priors"]
+
+
+def _counted(name, counts):
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args):
+            counts[name] += 1  # runs at trace time only, never inside XLA
+            return fn(*args)
+
+        return wrapper
+
+    return decorate
+
+
+def build_log_density(data, *, num_components, priors=None, rng_key=None) -> LogDensity:
+    """Trace the DP-GMM once on ``data`` and return its shared log-density.
+
+    Parameters
+    ----------
+    data : Float[Array, "N"] or Float[Array, "N D"]
+        Observations; validated by the caller.
+    num_components : int
+        Truncation level.
+    priors : Priors, optional
+        Hyperparameters; the ones left as ``None`` are set from ``data`` here,
+        once, so that a minibatch later sees the same priors as the full data.
+    rng_key : PRNGKey, optional
+        Only used by NumPyro's initialisation.
+
+    Returns
+    -------
+    LogDensity
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> density = build_log_density(jnp.array([-1.0, 0.0, 2.5]), num_components=3)
+    >>> value = density.potential_fn(density.init_position, density.data)
+    >>> bool(jnp.isfinite(value))
+    True
+    """
+    data = jnp.asarray(data, dtype=jnp.result_type(float))
+    priors = (Priors() if priors is None else priors).resolve(data)
+    model_kwargs = {"num_components": num_components, "priors": priors}
+    rng_key = jax.random.PRNGKey(0) if rng_key is None else rng_key
+    model_info = initialize_model(
+        rng_key,
+        dpgmm,
+        model_kwargs={"data": data, **model_kwargs},
+        init_strategy=init_to_median(num_samples=15),
+    )
+    counts = {"potential_fn": 0, "log_joint_fn": 0, "constrain_fn": 0}
+
+    @jax.jit
+    @_counted("potential_fn", counts)
+    def potential(position, data):
+        return potential_energy(dpgmm, (), {"data": data, **model_kwargs}, position)
+
+    @jax.jit
+    @_counted("constrain_fn", counts)
+    def constrain(position):
+        # Transforms do not depend on the data; a dummy row keeps the trace cheap.
+        dummy = jnp.zeros((1,) + data.shape[1:], data.dtype)
+        values = constrain_fn(dpgmm, (), {"data": dummy, **model_kwargs}, position)
+        return {name: values[name] for name in LATENT_SITES}
+
+    @jax.jit
+    @_counted("log_joint_fn", counts)
+    def log_joint(position, data):
+        values = constrain(position)
+        log_joint_value, _ = log_density(dpgmm, (), {"data": data, **model_kwargs}, values)
+        return log_joint_value
+
+    def unconstrain(values):
+        dummy = jnp.zeros((1,) + data.shape[1:], data.dtype)
+        return unconstrain_fn(dpgmm, (), {"data": dummy, **model_kwargs}, values)
+
+    return LogDensity(
+        data=data,
+        model_kwargs=model_kwargs,
+        init_position=model_info.param_info.z,
+        potential_fn=potential,
+        log_joint_fn=log_joint,
+        constrain_fn=constrain,
+        unconstrain_fn=unconstrain,
+        trace_counts=counts,
+    )

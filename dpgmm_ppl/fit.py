@@ -1,0 +1,185 @@
+"""One immutable result type for every backend.
+
+Every array in a :class:`Fit` leads with ``(chain, draw)``: a MAP restart is a
+chain with one draw, an SVI restart a chain whose draws come from its fitted
+family, and a NUTS chain a chain. The same ArviZ tools then show
+multimodality, and label switching, for all three.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import logsumexp
+
+from dpgmm_ppl._validation import check_data
+from dpgmm_ppl.distributions import GaussianMixture
+from dpgmm_ppl.priors import Priors
+
+__all__ = ["Fit", "mixture_log_density"]
+
+#: Draws evaluated at once when a density is computed over many draws.
+_DRAW_BATCH = 64
+
+
+@jax.jit
+def _pointwise(weights, loc, scale, x):
+    """``log p(x_n | draw s)`` for stacked draws: shape (S, n)."""
+
+    def one(params):
+        return GaussianMixture(*params).log_prob(x)
+
+    return jax.lax.map(one, (weights, loc, scale), batch_size=_DRAW_BATCH)
+
+
+def mixture_log_density(samples, x):
+    """Log density of ``x`` under every draw in ``samples``.
+
+    Parameters
+    ----------
+    samples : dict
+        ``weights``, ``loc`` and ``scale`` with leading dims ``(chain, draw)``.
+    x : Float[Array, "n"] or Float[Array, "n D"]
+        Points.
+
+    Returns
+    -------
+    np.ndarray
+        Shape ``(chain, draw, n)``.
+    """
+    lead = np.shape(samples["weights"])[:2]
+    flat = [
+        jnp.reshape(jnp.asarray(samples[name]), (-1,) + np.shape(samples[name])[2:])
+        for name in ("weights", "loc", "scale")
+    ]
+    values = _pointwise(*flat, jnp.asarray(x, flat[1].dtype))
+    return np.asarray(values).reshape(lead + (np.shape(x)[0],))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Fit:
+    """The result of :func:`dpgmm_ppl.fit`, the same for every backend.
+
+    Attributes
+    ----------
+    backend : str
+        ``"map"``, ``"svi"`` or ``"nuts"``.
+    samples : dict of str to np.ndarray
+        Constrained latent sites ``alpha``, ``weights``, ``loc``, ``scale``,
+        each of shape ``(chain, draw, ...)``. For MAP, ``draw`` has length 1.
+    sample_stats : dict of str to np.ndarray
+        Per-draw diagnostics, ``(chain, draw)``: ``lp`` (log density of the
+        unconstrained position, the negative potential) and backend-specific
+        ones in ArviZ's names.
+    data : np.ndarray
+        The training data.
+    num_components : int
+        Truncation level.
+    priors : Priors
+        The resolved priors.
+    losses : np.ndarray or None
+        Objective per step, ``(chain, step)``, for optimising backends.
+    history : dict or None
+        Constrained sites recorded during optimisation, ``(chain, frame, ...)``.
+    history_steps : np.ndarray or None
+        Step at which each history frame was recorded.
+    timing : dict
+        ``compile_seconds`` and ``run_seconds``.
+    options : dict
+        The backend options used.
+    rng_key : np.ndarray
+        The key the fit was started from.
+    """
+
+    backend: str
+    samples: dict
+    sample_stats: dict
+    data: np.ndarray
+    num_components: int
+    priors: Priors
+    losses: Optional[np.ndarray] = None
+    history: Optional[dict] = None
+    history_steps: Optional[np.ndarray] = None
+    timing: dict = dataclasses.field(default_factory=dict)
+    options: dict = dataclasses.field(default_factory=dict)
+    rng_key: Any = None
+
+    @property
+    def num_chains(self) -> int:
+        return int(np.shape(self.samples["alpha"])[0])
+
+    @property
+    def num_draws(self) -> int:
+        return int(np.shape(self.samples["alpha"])[1])
+
+    @property
+    def dim(self) -> Optional[int]:
+        """Dimension of an observation; ``None`` for scalar data."""
+        return None if self.data.ndim == 1 else int(self.data.shape[1])
+
+    @property
+    def best_chain(self) -> int:
+        """The chain (restart) with the highest mean ``lp``."""
+        return int(np.argmax(np.mean(self.sample_stats["lp"], axis=1)))
+
+    def _check_points(self, x, name="x"):
+        x = check_data(x, name=name, min_points=1)
+        if (x.ndim == 1) != (self.data.ndim == 1) or x.shape[1:] != self.data.shape[1:]:
+            expected = "(n,)" if self.dim is None else f"(n, {self.dim})"
+            raise ValueError(
+                f"{name} must have shape {expected} like the training data, got {x.shape}"
+            )
+        return x.astype(self.data.dtype, copy=False)
+
+    def _select(self, chain):
+        if chain is None:
+            return self.samples
+        if isinstance(chain, (bool, np.bool_)) or not isinstance(chain, (int, np.integer)):
+            raise TypeError(f"chain must be an int or None, got {chain!r}")
+        if not -self.num_chains <= chain < self.num_chains:
+            raise ValueError(
+                f"chain must be in [0, {self.num_chains}), got {chain}"
+            )
+        return {name: value[chain : chain + 1 or None] for name, value in self.samples.items()}
+
+    def log_predictive_density(self, x, *, chain=None):
+        """Per-point log predictive density of new data.
+
+        For MAP, the density of the restart with the best objective (or of
+        ``chain``). For posterior backends, the density averaged over all draws
+        (or over the draws of ``chain``): :math:`\\log \\frac1S \\sum_s p(x \\mid \\theta_s)`.
+
+        Parameters
+        ----------
+        x : array of shape (n,) or (n, D)
+            New points, of the training data's dimension.
+        chain : int, optional
+            Restrict to one chain (restart).
+
+        Returns
+        -------
+        np.ndarray
+            Shape ``(n,)``.
+        """
+        x = self._check_points(x)
+        if chain is None and self.backend == "map":
+            chain = self.best_chain
+        values = mixture_log_density(self._select(chain), x)
+        flat = values.reshape(-1, values.shape[-1])
+        return np.asarray(logsumexp(flat, axis=0) - np.log(flat.shape[0]))
+
+    def to_arviz(self):
+        """The fit as ArviZ data (``InferenceData`` on ArviZ 0.x, ``DataTree`` on 1.x).
+
+        Groups: ``posterior`` (``alpha``, ``weights``, ``loc``, ``scale``, with
+        a ``component`` dimension), ``sample_stats``, ``log_likelihood``
+        (``obs``, pointwise), ``observed_data`` and, for optimising backends,
+        ``optimization`` (the loss of every step and the parameter history).
+        """
+        from dpgmm_ppl.arviz_io import fit_to_arviz
+
+        return fit_to_arviz(self)

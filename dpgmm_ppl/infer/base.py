@@ -1,0 +1,52 @@
+"""The protocol every inference backend follows.
+
+A backend is a :class:`Backend`: a name, its options with their defaults, and
+a pure ``run`` function. ``run(rng_key, density, *, num_chains, **options)``
+takes the shared :class:`~dpgmm_ppl.density.LogDensity` and returns a
+:class:`BackendOutput`, whose arrays all lead with ``(chain, draw)``; the
+:class:`~dpgmm_ppl.fit.Fit` is built from it the same way for every backend.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+__all__ = ["Backend", "BackendOutput"]
+
+
+class BackendOutput(NamedTuple):
+    """What a backend hands back.
+
+    Attributes
+    ----------
+    positions : dict
+        Unconstrained positions, each leaf of shape ``(chain, draw, ...)``.
+    sample_stats : dict
+        Per-draw diagnostics, each of shape ``(chain, draw)``, in ArviZ's names
+        where one exists (``lp``, ``diverging``, ``acceptance_rate``, ...).
+    losses : Array or None
+        Objective per optimisation step, ``(chain, step)``; ``None`` for MCMC.
+    history : dict or None
+        Constrained latent sites recorded during optimisation,
+        ``(chain, frame, ...)``, for animations.
+    history_steps : Array or None
+        The step (1-based) at which each history frame was recorded.
+    timing : dict
+        ``compile_seconds`` and ``run_seconds``.
+    """
+
+    positions: dict
+    sample_stats: dict
+    losses: Optional[Any]
+    history: Optional[dict]
+    history_steps: Optional[Any]
+    timing: dict
+
+
+class Backend(NamedTuple):
+    """An inference backend: a name, its options and defaults, and ``run``."""
+
+    name: str
+    defaults: dict
+    run: Callable[..., BackendOutput]
+    validate: Callable[[dict], None]

@@ -1,0 +1,91 @@
+"""Data-driven starting points for the backends: k-means++ seeding.
+
+Starting every restart from unit normals (as the notebook does) leaves most
+components far from the data and some restarts in poor optima. Seeding the
+locations by k-means++ (Arthur & Vassilvitskii 2007), the scales from the
+points nearest each seed and the weights from their counts starts every
+restart near a sensible mixture, and different keys still give different
+restarts.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["kmeanspp_init"]
+
+
+def _kmeanspp_centers(rng_key, points, num_components):
+    """k-means++ seeding: each new centre is drawn with probability ~ squared distance."""
+    keys = jax.random.split(rng_key, num_components)
+    first = points[jax.random.randint(keys[0], (), 0, points.shape[0])]
+    centers = jnp.zeros((num_components, points.shape[1]), points.dtype).at[0].set(first)
+    sq_dist = jnp.sum((points - first) ** 2, axis=-1)
+    tiny = jnp.finfo(points.dtype).tiny
+
+    def add_center(k, carry):
+        centers, sq_dist = carry
+        index = jax.random.categorical(keys[k], jnp.log(sq_dist + tiny))
+        center = points[index]
+        sq_dist = jnp.minimum(sq_dist, jnp.sum((points - center) ** 2, axis=-1))
+        return centers.at[k].set(center), sq_dist
+
+    centers, _ = jax.lax.fori_loop(1, num_components, add_center, (centers, sq_dist))
+    return centers
+
+
+def kmeanspp_init(rng_key, data, num_components, priors):
+    """Constrained starting values of every latent site, seeded by k-means++.
+
+    Parameters
+    ----------
+    rng_key : PRNGKey
+        Different keys give different seedings (the restarts of a backend).
+    data : Float[Array, "N"] or Float[Array, "N D"]
+        Observations.
+    num_components : int
+        Truncation level K.
+    priors : Priors
+        Resolved priors; the prior mode of a scale fills in for components
+        that are seeded with fewer than two points.
+
+    Returns
+    -------
+    dict
+        ``alpha`` (1.0), ``weights`` (K,), ``loc`` and ``scale`` with the
+        model's shapes. Components are sorted by the number of points nearest
+        them, largest first, the order the stick-breaking prior favours.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> from dpgmm_ppl.priors import Priors
+    >>> data = jnp.array([-5.0, -5.1, -4.9, 5.0, 5.1, 4.9])
+    >>> init = kmeanspp_init(jax.random.PRNGKey(0), data, 2, Priors().resolve(data))
+    >>> sorted(round(float(v)) for v in init["loc"])
+    [-5, 5]
+    """
+    points = data[:, None] if data.ndim == 1 else data
+    centers = _kmeanspp_centers(rng_key, points, num_components)
+    sq_dist = jnp.sum((points[:, None, :] - centers[None]) ** 2, axis=-1)
+    nearest = jnp.argmin(sq_dist, axis=-1)
+    one_hot = jax.nn.one_hot(nearest, num_components, dtype=points.dtype)
+    counts = one_hot.sum(axis=0)
+    sq_dev = one_hot.T @ (points**2) - 2 * centers * (one_hot.T @ points) + counts[:, None] * centers**2
+    prior_mode = jnp.broadcast_to(
+        priors.scale_rate / (priors.scale_shape + 1.0), (points.shape[1],)
+    )
+    # One pseudo-observation at the prior mode keeps singleton seeds away from zero.
+    scale = jnp.sqrt((jnp.maximum(sq_dev, 0.0) + prior_mode**2) / (counts[:, None] + 1.0))
+    order = jnp.argsort(-counts)
+    weights = (counts[order] + 1.0) / (counts.sum() + num_components)
+    loc, scale = centers[order], scale[order]
+    if data.ndim == 1:
+        loc, scale = loc[:, 0], scale[:, 0]
+    return {
+        "alpha": jnp.ones((), points.dtype),
+        "weights": weights,
+        "loc": loc,
+        "scale": scale,
+    }

@@ -1,0 +1,131 @@
+"""Hyperparameters of the DP-GMM priors, in one small immutable object.
+
+The defaults are scaled from the data, in the spirit of scikit-learn's
+``BayesianGaussianMixture`` (which centres ``mean_prior`` on the data mean and
+sets ``covariance_prior`` from the data covariance), so that the model gives the
+same clusters, in data units, whatever the units of the data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["Priors"]
+
+_SCALAR_FIELDS = ("alpha_shape", "alpha_rate", "scale_shape")
+_DATA_FIELDS = ("loc_mean", "loc_scale", "scale_rate")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Priors:
+    r"""Hyperparameters of the DP-GMM.
+
+    .. math::
+
+        \alpha &\sim \mathrm{Gamma}(\text{alpha\_shape}, \text{alpha\_rate}) \\
+        \mu_{kd} &\sim \mathcal{N}(\text{loc\_mean}_d, \text{loc\_scale}_d) \\
+        \sigma_{kd} &\sim \mathrm{InverseGamma}(\text{scale\_shape}, \text{scale\_rate}_d)
+
+    The inverse-gamma density of a scale vanishes like
+    :math:`\exp(-\text{scale\_rate}/\sigma)` as :math:`\sigma \to 0`, faster
+    than a component collapsed onto one point can raise the likelihood
+    (:math:`\propto 1/\sigma`). That removes the singularity that makes a
+    maximum-likelihood fit run to NaN. A half-normal prior, whose density is
+    finite at zero, does not.
+
+    Parameters
+    ----------
+    alpha_shape, alpha_rate : float
+        Gamma prior on the concentration. Default 1 and 1.
+    loc_mean : float, array of shape (D,), or None
+        Prior mean of the component locations. ``None``: the data mean.
+    loc_scale : float, array of shape (D,), or None
+        Prior standard deviation of the locations. ``None``: twice the data
+        standard deviation, so that clusters in the tails are not shrunk.
+    scale_shape : float
+        Shape of the inverse-gamma prior on each scale. Default 2.
+    scale_rate : float, array of shape (D,), or None
+        Rate of the inverse-gamma prior. ``None``: half the data standard
+        deviation, which puts the prior mode of a scale at a sixth of it.
+
+    Examples
+    --------
+    >>> import jax
+import jax.numpy as jnp
+import numpy as np
+    >>> priors = Priors().resolve(np.array([0.0, 2.0, 4.0, 6.0]))
+    >>> float(priors.loc_mean), round(float(priors.loc_scale), 3)
+    (3.0, 4.472)
+    """
+
+    alpha_shape: float = 1.0
+    alpha_rate: float = 1.0
+    loc_mean: Any = None
+    loc_scale: Any = None
+    scale_shape: float = 2.0
+    scale_rate: Any = None
+
+    def __post_init__(self):
+        for name in _SCALAR_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(
+                    f"Priors.{name} must be a positive float, got {value!r}"
+                )
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"Priors.{name} must be positive and finite, got {value}")
+        for name in _DATA_FIELDS:
+            value = getattr(self, name)
+            if value is None or isinstance(value, jax.core.Tracer):
+                continue
+            array = np.asarray(value)
+            if array.dtype.kind not in "iuf" or array.ndim > 1:
+                raise TypeError(
+                    f"Priors.{name} must be None, a float or a 1-d float array, got {value!r}"
+                )
+            if not np.all(np.isfinite(array)):
+                raise ValueError(f"Priors.{name} must be finite, got {value!r}")
+            if name != "loc_mean" and not np.all(array > 0):
+                raise ValueError(f"Priors.{name} must be positive, got {value!r}")
+
+    @property
+    def is_resolved(self) -> bool:
+        """Whether every data-dependent field has a value."""
+        return all(getattr(self, name) is not None for name in _DATA_FIELDS)
+
+    def resolve(self, data) -> "Priors":
+        """Fill the fields left as ``None`` from the data.
+
+        Parameters
+        ----------
+        data : array of shape (N,) or (N, D)
+            Observations; only their mean and standard deviation are used.
+
+        Returns
+        -------
+        Priors
+            A copy whose data-dependent fields are float32 arrays of shape
+            ``()`` for 1-d data or ``(D,)``.
+        """
+        # Inside a user's jitted code the data can be a tracer: use jax.numpy then.
+        xp = jnp if isinstance(data, jax.core.Tracer) else np
+        data = xp.asarray(data, dtype=xp.float32 if xp is jnp else np.float64)
+        mean = data.mean(axis=0)
+        std = data.std(axis=0)
+        # A constant column has no spread: fall back to its magnitude, then to 1.
+        std = xp.where(std > 0, std, xp.where(xp.abs(mean) > 0, xp.abs(mean), 1.0))
+        defaults = {"loc_mean": mean, "loc_scale": 2.0 * std, "scale_rate": 0.5 * std}
+        filled = {}
+        for name in _DATA_FIELDS:
+            value = getattr(self, name)
+            value = defaults[name] if value is None else value
+            filled[name] = xp.broadcast_to(
+                xp.asarray(value, dtype=xp.float32), mean.shape
+            ).copy()
+        return dataclasses.replace(self, **filled)
