@@ -1,9 +1,10 @@
 """The one log-density that every backend evaluates.
 
-:func:`build_log_density` traces the model once with NumPyro's
-``initialize_model`` (which finds the constraint transforms and a valid initial
-point) and returns a :class:`LogDensity`: jitted functions of an unconstrained
-position *and the data*. The data enter as an argument rather than a constant
+:func:`build_log_density` returns a :class:`LogDensity`: jitted functions of
+an unconstrained position *and the data*, built on NumPyro's own
+``potential_energy``, ``log_density``, ``constrain_fn`` and ``unconstrain_fn``
+(the pieces ``numpyro.infer.util.initialize_model`` is made of), so the
+constraint transforms are NumPyro's. The data enter as an argument rather than a constant
 closed over at compile time, so minibatches and sharded arrays can later flow
 through the same compiled function.
 """
@@ -15,14 +16,9 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from numpyro.infer import init_to_median
-from numpyro.infer.util import (
-    constrain_fn,
-    initialize_model,
-    log_density,
-    potential_energy,
-    unconstrain_fn,
-)
+from numpyro.infer.util import constrain_fn, log_density, potential_energy, unconstrain_fn
+
+from dpgmm_ppl.initialization import kmeanspp_init
 
 from dpgmm_ppl.model import dpgmm
 from dpgmm_ppl.priors import Priors
@@ -46,7 +42,8 @@ class LogDensity(NamedTuple):
         Keyword arguments of :func:`~dpgmm_ppl.dpgmm` other than ``data``
         (``num_components`` and the resolved ``priors``).
     init_position : dict
-        A valid unconstrained position found by NumPyro (median of the priors).
+        An unconstrained starting position, seeded from the data by k-means++
+        (:func:`~dpgmm_ppl.initialization.kmeanspp_init`).
     potential_fn : Callable[[dict, Array], Array]
         ``potential_fn(position, data)``: minus the log joint density of the
         unconstrained position, log-Jacobian of the transforms included. This
@@ -106,7 +103,7 @@ def build_log_density(data, *, num_components, priors=None, rng_key=None) -> Log
         Hyperparameters; the ones left as ``None`` are set from ``data`` here,
         once, so that a minibatch later sees the same priors as the full data.
     rng_key : PRNGKey, optional
-        Only used by NumPyro's initialisation.
+        Seeds ``init_position``.
 
     Returns
     -------
@@ -124,12 +121,8 @@ def build_log_density(data, *, num_components, priors=None, rng_key=None) -> Log
     priors = (Priors() if priors is None else priors).resolve(data)
     model_kwargs = {"num_components": num_components, "priors": priors}
     rng_key = jax.random.PRNGKey(0) if rng_key is None else rng_key
-    model_info = initialize_model(
-        rng_key,
-        dpgmm,
-        model_kwargs={"data": data, **model_kwargs},
-        init_strategy=init_to_median(num_samples=15),
-    )
+    # The transforms do not depend on the data: one dummy row keeps those traces cheap.
+    dummy = jnp.zeros((1,) + data.shape[1:], data.dtype)
     counts = {"potential_fn": 0, "log_joint_fn": 0, "constrain_fn": 0}
 
     @jax.jit
@@ -140,8 +133,6 @@ def build_log_density(data, *, num_components, priors=None, rng_key=None) -> Log
     @jax.jit
     @_counted("constrain_fn", counts)
     def constrain(position):
-        # Transforms do not depend on the data; a dummy row keeps the trace cheap.
-        dummy = jnp.zeros((1,) + data.shape[1:], data.dtype)
         values = constrain_fn(dpgmm, (), {"data": dummy, **model_kwargs}, position)
         return {name: values[name] for name in LATENT_SITES}
 
@@ -152,14 +143,17 @@ def build_log_density(data, *, num_components, priors=None, rng_key=None) -> Log
         log_joint_value, _ = log_density(dpgmm, (), {"data": data, **model_kwargs}, values)
         return log_joint_value
 
+    @jax.jit
     def unconstrain(values):
-        dummy = jnp.zeros((1,) + data.shape[1:], data.dtype)
         return unconstrain_fn(dpgmm, (), {"data": dummy, **model_kwargs}, values)
+
+    seed = jax.jit(lambda key, data: kmeanspp_init(key, data, num_components, priors))
+    init_values = seed(rng_key, data)
 
     return LogDensity(
         data=data,
         model_kwargs=model_kwargs,
-        init_position=model_info.param_info.z,
+        init_position=unconstrain(init_values),
         potential_fn=potential,
         log_joint_fn=log_joint,
         constrain_fn=constrain,

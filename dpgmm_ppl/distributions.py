@@ -28,10 +28,26 @@ __all__ = [
 ]
 
 
+@jax.custom_jvp
 def _safe_log(x):
-    """Log that maps 0 to ``log(tiny)`` and has a zero, not NaN, gradient there."""
+    """Log that maps 0 to ``log(tiny)``, with a derivative that cannot overflow.
+
+    The value is exact down to the smallest normal float. The derivative is
+    ``1 / max(x, sqrt(tiny))``: below about 1e-19 in float32 it is damped, so
+    that sums of ``1/w`` over vanishing weights (the stick-breaking Jacobian,
+    the mixture's log-weights) stay finite instead of overflowing to inf and
+    turning into NaN further down the chain rule. Weights that small change no
+    density by a representable amount.
+    """
     tiny = jnp.finfo(jnp.result_type(x, float)).tiny
     return jnp.log(jnp.clip(x, min=tiny))
+
+
+@_safe_log.defjvp
+def _safe_log_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    floor = jnp.sqrt(jnp.finfo(jnp.result_type(x, float)).tiny)
+    return _safe_log(x), dx / jnp.maximum(x, floor)
 
 
 def log_stick_breaking(log_sticks, log1m_sticks):

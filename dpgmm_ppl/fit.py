@@ -123,8 +123,10 @@ class Fit:
 
     @property
     def best_chain(self) -> int:
-        """The chain (restart) with the highest mean ``lp``."""
-        return int(np.argmax(np.mean(self.sample_stats["lp"], axis=1)))
+        """The chain (restart) with the best objective: the highest final
+        ``log_joint`` for MAP, the highest mean ``lp`` otherwise."""
+        key = "log_joint" if "log_joint" in self.sample_stats else "lp"
+        return int(np.argmax(np.mean(self.sample_stats[key], axis=1)))
 
     def _check_points(self, x, name="x"):
         x = check_data(x, name=name, min_points=1)

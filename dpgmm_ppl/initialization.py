@@ -76,8 +76,12 @@ def kmeanspp_init(rng_key, data, num_components, priors):
     prior_mode = jnp.broadcast_to(
         priors.scale_rate / (priors.scale_shape + 1.0), (points.shape[1],)
     )
-    # One pseudo-observation at the prior mode keeps singleton seeds away from zero.
+    # One pseudo-observation at the prior mode keeps singleton seeds away from
+    # zero; the floor covers priors whose mode is (nearly) zero.
+    spread = jnp.std(points, axis=0)
+    floor = 1e-2 * jnp.where(spread > 0, spread, 1.0)
     scale = jnp.sqrt((jnp.maximum(sq_dev, 0.0) + prior_mode**2) / (counts[:, None] + 1.0))
+    scale = jnp.maximum(scale, floor)
     order = jnp.argsort(-counts)
     weights = (counts[order] + 1.0) / (counts.sum() + num_components)
     loc, scale = centers[order], scale[order]
