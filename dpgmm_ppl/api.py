@@ -62,7 +62,9 @@ def fit(
         Hyperparameters; defaults are scaled from the data.
     **backend_options
         MAP: ``optimizer`` (an ``optax.GradientTransformation``, default
-        ``optax.adam(0.05)``), ``num_steps`` (10,000), ``history_every`` (50).
+        ``optax.adam(0.05)``), ``num_steps`` (10,000), ``history_every`` (50),
+        ``chain_method`` (``"vectorized"`` or ``"sequential"``; by default
+        sequential on the CPU, vectorized on accelerators).
 
     Returns
     -------

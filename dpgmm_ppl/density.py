@@ -16,6 +16,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from numpyro.handlers import seed, trace
 from numpyro.infer.util import constrain_fn, log_density, potential_energy, unconstrain_fn
 
 from dpgmm_ppl.initialization import kmeanspp_init
@@ -123,6 +124,12 @@ def build_log_density(data, *, num_components, priors=None, rng_key=None) -> Log
     rng_key = jax.random.PRNGKey(0) if rng_key is None else rng_key
     # The transforms do not depend on the data: one dummy row keeps those traces cheap.
     dummy = jnp.zeros((1,) + data.shape[1:], data.dtype)
+    model_trace = trace(seed(dpgmm, rng_seed=0)).get_trace(data=dummy, **model_kwargs)
+    sampled_sites = [
+        name
+        for name, site in model_trace.items()
+        if site["type"] == "sample" and not site["is_observed"]
+    ]
     counts = {"potential_fn": 0, "log_joint_fn": 0, "constrain_fn": 0}
 
     @jax.jit
@@ -133,7 +140,9 @@ def build_log_density(data, *, num_components, priors=None, rng_key=None) -> Log
     @jax.jit
     @_counted("constrain_fn", counts)
     def constrain(position):
-        values = constrain_fn(dpgmm, (), {"data": dummy, **model_kwargs}, position)
+        values = constrain_fn(
+            dpgmm, (), {"data": dummy, **model_kwargs}, position, return_deterministic=True
+        )
         return {name: values[name] for name in LATENT_SITES}
 
     @jax.jit
@@ -145,7 +154,8 @@ def build_log_density(data, *, num_components, priors=None, rng_key=None) -> Log
 
     @jax.jit
     def unconstrain(values):
-        return unconstrain_fn(dpgmm, (), {"data": dummy, **model_kwargs}, values)
+        sampled = {name: values[name] for name in sampled_sites}
+        return unconstrain_fn(dpgmm, (), {"data": dummy, **model_kwargs}, sampled)
 
     seed = jax.jit(lambda key, data: kmeanspp_init(key, data, num_components, priors))
     init_values = seed(rng_key, data)

@@ -79,8 +79,14 @@ def dpgmm(data=None, *, num_components=25, priors=None, num_data=None, dim=None)
         loc_prior = dist.Normal(priors.loc_mean, priors.loc_scale)
         scale_prior = dist.InverseGamma(priors.scale_shape, priors.scale_rate)
         loc = numpyro.sample("loc", loc_prior.expand(event_shape).to_event(num_dims))
-        scale = numpyro.sample(
-            "scale", scale_prior.expand(event_shape).to_event(num_dims)
+        if priors.fixed_scale is None:
+            scale = numpyro.sample(
+                "scale", scale_prior.expand(event_shape).to_event(num_dims)
+            )
+    if priors.fixed_scale is not None:
+        fixed = jnp.asarray(priors.fixed_scale, dtype=jnp.result_type(float))
+        scale = numpyro.deterministic(
+            "scale", jnp.broadcast_to(fixed, (num_components,) + event_shape)
         )
     with numpyro.plate("data", num_data):
         numpyro.sample("obs", GaussianMixture(weights, loc, scale), obs=data)

@@ -20,6 +20,7 @@ __all__ = ["Priors"]
 
 _SCALAR_FIELDS = ("alpha_shape", "alpha_rate", "scale_shape")
 _DATA_FIELDS = ("loc_mean", "loc_scale", "scale_rate")
+_OPTIONAL_FIELDS = ("fixed_scale",)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -53,6 +54,10 @@ class Priors:
     scale_rate : float, array of shape (D,), or None
         Rate of the inverse-gamma prior. ``None``: half the data standard
         deviation, which puts the prior mode of a scale at a sixth of it.
+    fixed_scale : float, array of shape (D,), or None
+        If given, every component's scale is this known value (a
+        ``numpyro.deterministic`` site instead of a sampled one), which gives
+        models with exact posteriors, for checks.
 
     Examples
     --------
@@ -70,6 +75,7 @@ import numpy as np
     loc_scale: Any = None
     scale_shape: float = 2.0
     scale_rate: Any = None
+    fixed_scale: Any = None
 
     def __post_init__(self):
         for name in _SCALAR_FIELDS:
@@ -80,7 +86,7 @@ import numpy as np
                 )
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"Priors.{name} must be positive and finite, got {value}")
-        for name in _DATA_FIELDS:
+        for name in _DATA_FIELDS + _OPTIONAL_FIELDS:
             value = getattr(self, name)
             if value is None or isinstance(value, jax.core.Tracer):
                 continue

@@ -154,3 +154,13 @@ def test_log_predictive_density_checks_new_points(two_clusters):
         fit.log_predictive_density(np.array([np.nan]))
     with pytest.raises(ValueError, match="chain must be in"):
         fit.log_predictive_density(np.zeros(3), chain=5)
+
+
+def test_sequential_and_vectorized_restarts_agree(two_clusters):
+    kwargs = dict(num_components=4, num_chains=3, num_steps=300, rng_key=9)
+    sequential = dpgmm_ppl.fit(two_clusters, chain_method="sequential", **kwargs)
+    vectorized = dpgmm_ppl.fit(two_clusters, chain_method="vectorized", **kwargs)
+    np.testing.assert_allclose(sequential.losses, vectorized.losses, rtol=1e-4)
+    np.testing.assert_allclose(sequential.samples["loc"], vectorized.samples["loc"], rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="chain_method"):
+        dpgmm_ppl.fit(two_clusters, chain_method="parallel", num_steps=10)

@@ -138,3 +138,38 @@ def test_scale_prior_removes_the_collapse_singularity():
         log_joint.append(float(density.log_joint_fn(density.unconstrain_fn(values), density.data)))
     assert all(np.isfinite(log_joint))
     assert all(later < earlier for earlier, later in zip(log_joint, log_joint[1:]))
+
+
+def test_fixed_scale_makes_scale_a_known_constant(rng):
+    data = rng.normal(size=30).astype(np.float32)
+    density = build_log_density(data, num_components=1, priors=Priors(fixed_scale=1.0))
+    assert "scale" not in density.init_position
+    assert set(density.init_position) == {"alpha", "loc", "weights"}
+    values = density.constrain_fn(density.init_position)
+    np.testing.assert_array_equal(values["scale"], [1.0])
+    # Only loc and alpha carry density: the log joint is Normal-Normal plus Gamma.
+    loc = float(values["loc"][0])
+    expected = stats.gamma.logpdf(float(values["alpha"]), 1.0) + stats.norm.logpdf(
+        loc, density.priors.loc_mean, density.priors.loc_scale
+    ) + np.sum(stats.norm.logpdf(data, loc, 1.0))
+    actual = density.log_joint_fn(density.init_position, density.data)
+    np.testing.assert_allclose(float(actual), expected, rtol=1e-5)
+
+
+def test_half_normal_scale_prior_would_not_remove_the_singularity():
+    """The contrast the default prior exists for: with a half-normal prior the
+    log joint of a component sitting on one point grows without bound."""
+    x, others = 0.0, np.array([5.0, 5.5, 6.0, 4.5])
+
+    def log_joint(scale, log_prior):
+        density = 0.2 * stats.norm.pdf(x, 0.0, scale) + 0.8 * stats.norm.pdf(x, 5.25, 0.6)
+        rest = np.log(0.2 * stats.norm.pdf(others, 0.0, scale) + 0.8 * stats.norm.pdf(others, 5.25, 0.6))
+        return np.log(density) + rest.sum() + log_prior(scale)
+
+    half_normal = lambda s: stats.halfnorm.logpdf(s, scale=2.0)
+    ours = lambda s: stats.invgamma.logpdf(s, 2.0, scale=0.5 * np.std(np.r_[x, others]))
+    scales = [1e-1, 1e-2, 1e-3, 1e-4]
+    with_half_normal = [log_joint(s, half_normal) for s in scales]
+    with_ours = [log_joint(s, ours) for s in scales]
+    assert all(b > a for a, b in zip(with_half_normal, with_half_normal[1:]))
+    assert all(b < a for a, b in zip(with_ours, with_ours[1:]))

@@ -116,7 +116,15 @@ def _warn_on_failure(losses, history, history_steps, data_spread):
             )
 
 
-def run_map(rng_key, density, *, num_chains, optimizer, num_steps, history_every):
+def _resolve_chain_method(chain_method):
+    if chain_method is None:
+        return "sequential" if jax.default_backend() == "cpu" else "vectorized"
+    return chain_method
+
+
+def run_map(
+    rng_key, density, *, num_chains, optimizer, num_steps, history_every, chain_method
+):
     """Run ``num_chains`` vmapped MAP restarts on the shared log-density.
 
     Parameters
@@ -133,6 +141,13 @@ def run_map(rng_key, density, *, num_chains, optimizer, num_steps, history_every
         Gradient steps per restart.
     history_every : int
         Record the parameters every this many steps (and at the last step).
+    chain_method : {"vectorized", "sequential", None}
+        ``"vectorized"`` runs the restarts under ``vmap``; ``"sequential"``
+        under ``lax.map``, one after another in the same compiled program.
+        ``None`` picks ``"sequential"`` on the CPU, where XLA's reductions over
+        a batched (chain, data, component) array measured 1.5-5x slower per
+        restart than over one restart at a time, and ``"vectorized"`` on
+        accelerators. Both give the same result for the same key.
 
     Returns
     -------
@@ -146,7 +161,12 @@ def run_map(rng_key, density, *, num_chains, optimizer, num_steps, history_every
     )
     init_positions = jax.vmap(density.unconstrain_fn)(jax.jit(seed)(init_keys))
     run_chain = _make_chain_runner(density, optimizer, num_steps, history_every)
-    run_all = jax.jit(jax.vmap(run_chain, in_axes=(0, None)))
+    if _resolve_chain_method(chain_method) == "vectorized":
+        run_all = jax.jit(jax.vmap(run_chain, in_axes=(0, None)))
+    else:
+        run_all = jax.jit(
+            lambda positions, data: jax.lax.map(lambda one: run_chain(one, data), positions)
+        )
 
     start = time.perf_counter()
     compiled = run_all.lower(init_positions, density.data).compile()
@@ -185,11 +205,21 @@ def _validate(options):
         )
     check_positive_int("num_steps", options["num_steps"])
     check_positive_int("history_every", options["history_every"])
+    if options["chain_method"] not in (None, "vectorized", "sequential"):
+        raise ValueError(
+            "chain_method must be None, 'vectorized' or 'sequential', "
+            f"got {options['chain_method']!r}"
+        )
 
 
 MAP = Backend(
     name="map",
-    defaults={"optimizer": None, "num_steps": 10_000, "history_every": 50},
+    defaults={
+        "optimizer": None,
+        "num_steps": 10_000,
+        "history_every": 50,
+        "chain_method": None,
+    },
     run=run_map,
     validate=_validate,
 )
