@@ -16,7 +16,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from numpyro.handlers import seed, trace
+from numpyro import handlers
 from numpyro.infer.util import constrain_fn, log_density, potential_energy, unconstrain_fn
 
 from dpgmm_ppl.initialization import kmeanspp_init
@@ -124,7 +124,9 @@ def build_log_density(data, *, num_components, priors=None, rng_key=None) -> Log
     rng_key = jax.random.PRNGKey(0) if rng_key is None else rng_key
     # The transforms do not depend on the data: one dummy row keeps those traces cheap.
     dummy = jnp.zeros((1,) + data.shape[1:], data.dtype)
-    model_trace = trace(seed(dpgmm, rng_seed=0)).get_trace(data=dummy, **model_kwargs)
+    model_trace = handlers.trace(handlers.seed(dpgmm, rng_seed=0)).get_trace(
+        data=dummy, **model_kwargs
+    )
     sampled_sites = [
         name
         for name, site in model_trace.items()

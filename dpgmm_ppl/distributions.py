@@ -70,6 +70,8 @@ def log_stick_breaking(log_sticks, log1m_sticks):
     Float[Array, "... K"]
         :math:`\log w_k`; the last entry is the remainder of the stick.
     """
+    if log1m_sticks.shape[-1] == 0:  # one component takes the whole stick
+        return jnp.zeros(log1m_sticks.shape[:-1] + (1,), log1m_sticks.dtype)
     log_remaining = jnp.cumsum(log1m_sticks, axis=-1)
     log_remaining_before = jnp.concatenate(
         [jnp.zeros_like(log_remaining[..., :1]), log_remaining[..., :-1]], axis=-1

@@ -120,3 +120,9 @@ def test_gaussian_mixture_samples_have_the_mixture_moments():
     variance = 0.3 * (0.25 + 4.0) + 0.7 * (1.0 + 9.0) - mean**2
     assert abs(draws.mean() - mean) < 5 * np.sqrt(variance / draws.size)
     assert abs(draws.var() - variance) / variance < 0.03
+
+
+def test_one_component_takes_the_whole_stick():
+    distribution = StickBreakingWeights(0.7, 1)
+    np.testing.assert_array_equal(distribution.sample(jax.random.PRNGKey(0), (3,)), np.ones((3, 1)))
+    assert float(distribution.log_prob(jnp.ones(1))) == 0.0
