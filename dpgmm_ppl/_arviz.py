@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 
-__all__ = ["arviz", "is_datatree", "make_inference_data"]
+__all__ = ["arviz", "is_datatree", "make_inference_data", "read_groups", "write_netcdf"]
 
 
 def arviz():
@@ -49,3 +49,22 @@ def make_inference_data(groups, attrs=None):
         tree.attrs.update(attrs)
         return tree
     return arviz().InferenceData(**groups)
+
+
+def write_netcdf(data, path):
+    """Write ArviZ data to ``path`` with h5netcdf (no pickling either way)."""
+    if is_datatree():
+        data.to_netcdf(path, engine="h5netcdf")
+    else:
+        data.to_netcdf(str(path), engine="h5netcdf")
+
+
+def read_groups(path):
+    """Read a netCDF file written by :func:`write_netcdf` into ``{group: Dataset}``."""
+    import xarray as xr
+
+    if is_datatree():
+        with xr.open_datatree(path, engine="h5netcdf") as tree:
+            return {name: node.to_dataset().load() for name, node in tree.children.items()}
+    data = arviz().from_netcdf(str(path), engine="h5netcdf")
+    return {name: getattr(data, name).load() for name in data.groups()}

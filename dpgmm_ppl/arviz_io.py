@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from dpgmm_ppl._arviz import make_inference_data
 from dpgmm_ppl.fit import mixture_log_density
 
-__all__ = ["fit_to_arviz"]
+__all__ = ["FORMAT_VERSION", "fit_metadata", "fit_to_arviz"]
+
+#: Version of the layout of saved fits; bumped when it changes incompatibly.
+FORMAT_VERSION = 1
 
 _SITE_DIMS = {"alpha": (), "weights": ("component",), "loc": ("component",), "scale": ("component",)}
 
@@ -77,14 +82,37 @@ def fit_to_arviz(fit):
         if fit.dim is not None:
             opt_coords["dim"] = coords["dim"]
         groups["optimization"] = _dataset(optimization, opt_coords)
+    return make_inference_data(groups, attrs=fit_metadata(fit))
+
+
+def _jsonable(value):
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (np.ndarray, np.generic)) or hasattr(value, "__array__"):
+        return np.asarray(value).tolist()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    # Objects such as an optax optimiser have no faithful text form: keep a label.
+    return {"unserialisable": repr(value)[:200]}
+
+
+def fit_metadata(fit):
+    """Attributes that identify a fit: package version, backend, key, options, priors."""
+    import dataclasses
+
     import dpgmm_ppl
 
-    attrs = {
+    priors = {f.name: getattr(fit.priors, f.name) for f in dataclasses.fields(fit.priors)}
+    return {
         "inference_library": "dpgmm_ppl",
         "inference_library_version": dpgmm_ppl.__version__,
+        "dpgmm_ppl_format": FORMAT_VERSION,
         "backend": fit.backend,
-        "num_components": fit.num_components,
-        "rng_key": np.asarray(fit.rng_key).tolist() if fit.rng_key is not None else [],
-        "options": repr(fit.options),
+        "num_components": int(fit.num_components),
+        "rng_key": json.dumps(_jsonable(fit.rng_key)),
+        "options": json.dumps(_jsonable(fit.options)),
+        "priors": json.dumps(_jsonable(priors)),
+        "timing": json.dumps(_jsonable(fit.timing)),
     }
-    return make_inference_data(groups, attrs=attrs)

@@ -16,10 +16,10 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from numpyro import handlers
 from numpyro.infer.util import constrain_fn, log_density, potential_energy, unconstrain_fn
 
-from dpgmm_ppl.initialization import kmeanspp_init
 
 from dpgmm_ppl.model import dpgmm
 from dpgmm_ppl.priors import Priors
@@ -43,8 +43,9 @@ class LogDensity(NamedTuple):
         Keyword arguments of :func:`~dpgmm_ppl.dpgmm` other than ``data``
         (``num_components`` and the resolved ``priors``).
     init_position : dict
-        An unconstrained starting position, seeded from the data by k-means++
-        (:func:`~dpgmm_ppl.initialization.kmeanspp_init`).
+        An unconstrained starting position from the data: locations at evenly
+        spaced data quantiles, equal weights. The backends seed each chain or
+        restart themselves (k-means++, :mod:`dpgmm_ppl.initialization`).
     potential_fn : Callable[[dict, Array], Array]
         ``potential_fn(position, data)``: minus the log joint density of the
         unconstrained position, log-Jacobian of the transforms included. This
@@ -91,6 +92,20 @@ def _counted(name, counts):
     return decorate
 
 
+def _quantile_init(data, num_components, priors):
+    """A cheap, deterministic starting point computed on the host."""
+    levels = (np.arange(num_components) + 0.5) / num_components
+    loc = np.quantile(data, levels, axis=0).astype(data.dtype)
+    mode = np.asarray(priors.scale_rate) / (priors.scale_shape + 1.0)
+    scale = np.broadcast_to(np.maximum(mode, 1e-3 * data.std(axis=0) + 1e-30), loc.shape)
+    return {
+        "alpha": np.ones((), data.dtype),
+        "weights": np.full(num_components, 1.0 / num_components, data.dtype),
+        "loc": loc,
+        "scale": scale.astype(data.dtype),
+    }
+
+
 def build_log_density(data, *, num_components, priors=None, rng_key=None) -> LogDensity:
     """Trace the DP-GMM once on ``data`` and return its shared log-density.
 
@@ -104,7 +119,7 @@ def build_log_density(data, *, num_components, priors=None, rng_key=None) -> Log
         Hyperparameters; the ones left as ``None`` are set from ``data`` here,
         once, so that a minibatch later sees the same priors as the full data.
     rng_key : PRNGKey, optional
-        Seeds ``init_position``.
+        Unused; kept so that callers can pass one key to every builder.
 
     Returns
     -------
@@ -154,18 +169,18 @@ def build_log_density(data, *, num_components, priors=None, rng_key=None) -> Log
         log_joint_value, _ = log_density(dpgmm, (), {"data": data, **model_kwargs}, values)
         return log_joint_value
 
-    @jax.jit
-    def unconstrain(values):
+    def unconstrain_eager(values):
         sampled = {name: values[name] for name in sampled_sites}
         return unconstrain_fn(dpgmm, (), {"data": dummy, **model_kwargs}, sampled)
 
-    seed = jax.jit(lambda key, data: kmeanspp_init(key, data, num_components, priors))
-    init_values = seed(rng_key, data)
+    unconstrain = jax.jit(unconstrain_eager)
+
+    init_values = _quantile_init(np.asarray(data), num_components, priors)
 
     return LogDensity(
         data=data,
         model_kwargs=model_kwargs,
-        init_position=unconstrain(init_values),
+        init_position=unconstrain_eager(init_values),
         potential_fn=potential,
         log_joint_fn=log_joint,
         constrain_fn=constrain,

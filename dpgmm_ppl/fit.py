@@ -9,7 +9,7 @@ multimodality, and label switching, for all three.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +20,7 @@ from dpgmm_ppl._validation import check_data
 from dpgmm_ppl.distributions import GaussianMixture
 from dpgmm_ppl.priors import Priors
 
-__all__ = ["Fit", "mixture_log_density"]
+__all__ = ["DensityBand", "Fit", "mixture_log_density"]
 
 #: Draws evaluated at once when a density is computed over many draws.
 _DRAW_BATCH = 64
@@ -58,6 +58,42 @@ def mixture_log_density(samples, x):
     ]
     values = _pointwise(*flat, jnp.asarray(x, flat[1].dtype))
     return np.asarray(values).reshape(lead + (np.shape(x)[0],))
+
+
+@jax.jit
+def _mean_responsibilities(weights, loc, scale, x):
+    """Responsibilities ``p(z_n = k | x_n, draw)`` averaged over stacked draws: (n, K)."""
+
+    def add(total, params):
+        log_joint = GaussianMixture(*params).component_log_prob(x)
+        return total + jax.nn.softmax(log_joint, axis=-1), None
+
+    zeros = jnp.zeros((x.shape[0], weights.shape[-1]), loc.dtype)
+    total, _ = jax.lax.scan(add, zeros, (weights, loc, scale))
+    return total / weights.shape[0]
+
+
+def _hdi_bounds(values, prob):
+    """Shortest interval holding ``prob`` of the values along axis 0, per column."""
+    ordered = np.sort(values, axis=0)
+    count = ordered.shape[0]
+    width = min(count - 1, max(0, int(np.ceil(prob * count)) - 1))
+    spans = ordered[width:] - ordered[: count - width]
+    start = np.argmin(spans, axis=0)
+    columns = np.arange(ordered.shape[1])
+    return ordered[start, columns], ordered[start + width, columns]
+
+
+class DensityBand(NamedTuple):
+    """A predictive density on a grid: the mean over draws and a credible band.
+
+    For MAP (one draw per chain) ``lower`` and ``upper`` equal ``mean``.
+    """
+
+    grid: np.ndarray
+    mean: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -168,11 +204,78 @@ class Fit:
             Shape ``(n,)``.
         """
         x = self._check_points(x)
-        if chain is None and self.backend == "map":
-            chain = self.best_chain
-        values = mixture_log_density(self._select(chain), x)
+        values = mixture_log_density(self._select(self._default_chain(chain)), x)
         flat = values.reshape(-1, values.shape[-1])
         return np.asarray(logsumexp(flat, axis=0) - np.log(flat.shape[0]))
+
+    def _flat(self, samples):
+        return [
+            jnp.reshape(jnp.asarray(samples[name]), (-1,) + np.shape(samples[name])[2:])
+            for name in ("weights", "loc", "scale")
+        ]
+
+    def _default_chain(self, chain):
+        return self.best_chain if chain is None and self.backend == "map" else chain
+
+    def predictive_density(self, grid, *, hdi_prob=0.9, chain=None):
+        """Predictive density on a grid: mean over draws and an HDI band.
+
+        Parameters
+        ----------
+        grid : array of shape (n,) or (n, D)
+            Points to evaluate at.
+        hdi_prob : float
+            Probability mass of the band: at each grid point, the shortest
+            interval holding this share of the per-draw densities.
+        chain : int, optional
+            Restrict to one chain; MAP uses its best restart by default.
+
+        Returns
+        -------
+        DensityBand
+            ``mean`` is ``exp(log_predictive_density(grid))``; for MAP the band
+            collapses onto it.
+        """
+        if not isinstance(hdi_prob, (float, int)) or not 0 < hdi_prob < 1:
+            raise ValueError(f"hdi_prob must be a float in (0, 1), got {hdi_prob!r}")
+        grid = self._check_points(grid, name="grid")
+        per_draw = np.exp(mixture_log_density(self._select(self._default_chain(chain)), grid))
+        per_draw = per_draw.reshape(-1, grid.shape[0])
+        lower, upper = _hdi_bounds(per_draw, hdi_prob)
+        mean = np.exp(self.log_predictive_density(grid, chain=chain))
+        return DensityBand(grid=grid, mean=mean, lower=lower, upper=upper)
+
+    def cluster_probabilities(self, x, *, chain=None):
+        """Per-point responsibilities ``p(component k | x_n)``, averaged over draws.
+
+        Averaging over draws assumes the component labels mean the same thing
+        in every draw; where they switch (see :mod:`dpgmm_ppl.labels`),
+        relabel first or use label-invariant summaries.
+
+        Returns
+        -------
+        np.ndarray
+            Shape ``(n, num_components)``, rows summing to one.
+        """
+        x = self._check_points(x)
+        samples = self._select(self._default_chain(chain))
+        return np.asarray(_mean_responsibilities(*self._flat(samples), jnp.asarray(x)))
+
+    def predict(self, x, *, chain=None):
+        """The most probable component of each point, shape ``(n,)``."""
+        return np.argmax(self.cluster_probabilities(x, chain=chain), axis=-1)
+
+    def num_components_used(self, threshold=0.01):
+        """Number of components whose weight exceeds ``threshold``, per draw: (chain, draw)."""
+        if not isinstance(threshold, (float, int)) or not 0 <= threshold < 1:
+            raise ValueError(f"threshold must be a float in [0, 1), got {threshold!r}")
+        return np.sum(self.samples["weights"] > threshold, axis=-1)
+
+    def save(self, path):
+        """Write the fit to a netCDF file (see :func:`dpgmm_ppl.load`)."""
+        from dpgmm_ppl.persistence import save
+
+        return save(self, path)
 
     def to_arviz(self):
         """The fit as ArviZ data (``InferenceData`` on ArviZ 0.x, ``DataTree`` on 1.x).

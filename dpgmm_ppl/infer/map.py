@@ -155,40 +155,39 @@ def run_map(
         One draw per chain; ``losses`` of shape ``(num_chains, num_steps)``.
     """
     optimizer = optax.adam(0.05) if optimizer is None else optimizer
-    init_keys = jax.random.split(rng_key, num_chains)
-    seed = jax.vmap(
-        lambda key: kmeanspp_init(key, density.data, density.num_components, density.priors)
-    )
-    init_positions = jax.vmap(density.unconstrain_fn)(jax.jit(seed)(init_keys))
     run_chain = _make_chain_runner(density, optimizer, num_steps, history_every)
-    if _resolve_chain_method(chain_method) == "vectorized":
-        run_all = jax.jit(jax.vmap(run_chain, in_axes=(0, None)))
-    else:
-        run_all = jax.jit(
-            lambda positions, data: jax.lax.map(lambda one: run_chain(one, data), positions)
-        )
+    num_components, priors = density.num_components, density.priors
 
+    def restart(key, data):
+        # Seeding, optimisation and the final evaluations form one compiled
+        # program: every separate jit would cost its own XLA compilation.
+        seeded = kmeanspp_init(key, data, num_components, priors)
+        position, losses, frames = run_chain(density.unconstrain_fn(seeded), data)
+        stats = {
+            "lp": -density.potential_fn(position, data),
+            "log_joint": density.log_joint_fn(position, data),
+        }
+        return position, losses, jax.vmap(density.constrain_fn)(frames), stats
+
+    if _resolve_chain_method(chain_method) == "vectorized":
+        program = jax.jit(jax.vmap(restart, in_axes=(0, None)))
+    else:
+        program = jax.jit(lambda keys, data: jax.lax.map(lambda k: restart(k, data), keys))
+
+    keys = jax.random.split(rng_key, num_chains)
     start = time.perf_counter()
-    compiled = run_all.lower(init_positions, density.data).compile()
+    compiled = program.lower(keys, density.data).compile()
     compile_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    positions, losses, frames = jax.block_until_ready(compiled(init_positions, density.data))
+    positions, losses, history, stats = jax.block_until_ready(compiled(keys, density.data))
     run_seconds = time.perf_counter() - start
 
-    constrain_all = jax.jit(jax.vmap(jax.vmap(density.constrain_fn)))
-    history = constrain_all(frames)
     steps = _history_steps(num_steps, history_every)
     _warn_on_failure(losses, history, steps, np.std(np.asarray(density.data), axis=0))
-    positions = jax.tree_util.tree_map(lambda leaf: leaf[:, None], positions)
-    lp = -jax.vmap(jax.vmap(density.potential_fn, in_axes=(0, None)), in_axes=(0, None))(
-        positions, density.data
-    )
-    log_joint = jax.vmap(jax.vmap(density.log_joint_fn, in_axes=(0, None)), in_axes=(0, None))(
-        positions, density.data
-    )
+    add_draw_axis = lambda tree: jax.tree_util.tree_map(lambda leaf: leaf[:, None], tree)
     return BackendOutput(
-        positions=positions,
-        sample_stats={"lp": lp, "log_joint": log_joint, "loss": losses[:, -1:]},
+        positions=add_draw_axis(positions),
+        sample_stats={**add_draw_axis(stats), "loss": losses[:, -1:]},
         losses=losses,
         history=history,
         history_steps=steps,

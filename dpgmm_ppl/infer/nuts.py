@@ -1,0 +1,273 @@
+"""NUTS: NumPyro's No-U-Turn sampler on the shared potential.
+
+The sampler is NumPyro's own (:class:`numpyro.infer.NUTS` driven by
+:class:`numpyro.infer.MCMC`), given the shared
+:attr:`~dpgmm_ppl.density.LogDensity.potential_fn` with the data bound in,
+rather than the model to trace again: the density NUTS explores is, bit for
+bit, the one MAP and SVI evaluate. It is the log joint of the unconstrained
+position, the log-Jacobian of NumPyro's transforms included.
+
+Every chain starts from its own k-means++ seeding of the data
+(:func:`~dpgmm_ppl.initialization.kmeanspp_init`), as the MAP restarts do, so
+that chains that end in different modes (beyond relabelling) show up in
+R-hat rather than being hidden by a shared start.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro.infer import MCMC
+from numpyro.infer import NUTS as NUTSKernel
+
+from dpgmm_ppl._validation import check_positive_int
+from dpgmm_ppl.infer.base import Backend, BackendOutput
+from dpgmm_ppl.initialization import kmeanspp_init
+
+__all__ = ["NUTS", "run_nuts"]
+
+#: ``MCMC`` extra fields recorded per draw, and their ArviZ names.
+_EXTRA_FIELDS = {
+    "potential_energy": "lp",
+    "accept_prob": "acceptance_rate",
+    "num_steps": "n_steps",
+    "adapt_state.step_size": "step_size",
+    "energy": "energy",
+}
+
+_CHAIN_METHODS = ("parallel", "sequential", "vectorized")
+
+
+class _CompileTimer:
+    """Wall time JAX spends tracing, lowering and compiling while active.
+
+    JAX reports each of these phases as a time span through
+    :mod:`jax.monitoring`; spans nest (tracing an outer function traces the
+    inner ones), so the timer measures the union of the spans, not their sum.
+    """
+
+    _PREFIX = "/jax/core/compile/"
+
+    def __init__(self):
+        self.spans = []
+
+    def _record(self, event, start_time, end_time, **kwargs):
+        if event.startswith(self._PREFIX):
+            self.spans.append((start_time, end_time))
+
+    def __enter__(self):
+        jax.monitoring.register_event_time_span_listener(self._record)
+        return self
+
+    def __exit__(self, *exc_info):
+        jax.monitoring.unregister_event_time_span_listener(self._record)
+
+    @property
+    def seconds(self) -> float:
+        total, end = 0.0, -np.inf
+        for span_start, span_end in sorted(self.spans):
+            if span_end > end:
+                total += span_end - max(span_start, end)
+                end = span_end
+        return total
+
+
+def _resolve_chain_method(chain_method, num_chains):
+    if chain_method is None:
+        return "parallel" if jax.local_device_count() >= num_chains else "vectorized"
+    return chain_method
+
+
+def _init_positions(rng_key, density, num_chains):
+    """One unconstrained k-means++ start per chain, stacked on a chain axis."""
+    keys = jax.random.split(rng_key, num_chains)
+    seed = jax.vmap(
+        lambda key: kmeanspp_init(key, density.data, density.num_components, density.priors)
+    )
+    return jax.vmap(density.unconstrain_fn)(jax.jit(seed)(keys))
+
+
+def _sample_stats(extra_fields):
+    stats = {name: extra_fields[field] for field, name in _EXTRA_FIELDS.items()}
+    stats["lp"] = -stats["lp"]
+    stats["diverging"] = extra_fields["diverging"]
+    # NumPyro does not record the depth. A tree of depth d that runs to the
+    # end takes 2**d - 1 leapfrog steps, so this is exact for those (ArviZ's
+    # own NumPyro converter uses the same formula); a tree stopped early by
+    # a U-turn or a divergence inside a subtree reports the depth it reached.
+    n_steps = np.maximum(np.asarray(stats["n_steps"]), 1)
+    stats["tree_depth"] = np.floor(np.log2(n_steps)).astype(np.int64) + 1
+    return stats
+
+
+def _warn_on_divergences(diverging, target_accept_prob, dense_mass):
+    count = int(np.sum(diverging))
+    if not count:
+        return
+    per_chain = np.sum(diverging, axis=1).tolist()
+    advice = [f"raise target_accept_prob (now {target_accept_prob})"]
+    if not dense_mass:
+        advice.append("set dense_mass=True")
+    advice += [
+        "use fewer num_components",
+        "or reparameterise (for example, a stronger prior on the scales)",
+    ]
+    warnings.warn(
+        f"NUTS: {count} divergent transition(s) after warmup "
+        f"(per chain: {per_chain}) out of {diverging.size} draws; the posterior "
+        "estimates may be biased. Try: " + ", ".join(advice) + ".",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
+def run_nuts(
+    rng_key,
+    density,
+    *,
+    num_chains,
+    num_warmup,
+    num_samples,
+    target_accept_prob,
+    dense_mass,
+    max_tree_depth,
+    chain_method,
+):
+    """Run ``num_chains`` NUTS chains on the shared log-density.
+
+    Parameters
+    ----------
+    rng_key : PRNGKey
+        Split into the key of the k-means++ starts and the key of the sampler;
+        the same key gives bit-identical draws (for the same ``chain_method``,
+        platform and JAX version).
+    density : LogDensity
+        The shared log-density; NUTS evaluates ``density.potential_fn`` with
+        ``density.data`` bound in.
+    num_chains : int
+        Independent chains, each from its own k-means++ start.
+    num_warmup : int
+        Adaptation steps (step size by dual averaging, mass matrix by
+        windowed adaptation), discarded. ``0`` skips adaptation: the step
+        size then comes from NumPyro's initial heuristic and the mass matrix
+        stays the identity, which is only fit for checks.
+    num_samples : int
+        Draws kept per chain.
+    target_accept_prob : float in (0, 1)
+        Target of the step-size adaptation; higher means smaller steps and
+        fewer divergences.
+    dense_mass : bool
+        Adapt a dense mass matrix (all correlations between the
+        unconstrained coordinates) instead of a diagonal one.
+    max_tree_depth : int
+        At most ``2**max_tree_depth - 1`` leapfrog steps per draw.
+    chain_method : {"parallel", "sequential", "vectorized", None}
+        How the chains share the hardware, as in :class:`numpyro.infer.MCMC`.
+        ``None`` picks ``"parallel"`` (one chain per device, under ``pmap``)
+        when ``jax.local_device_count() >= num_chains``, and ``"vectorized"``
+        (chains under ``vmap``, in lockstep) otherwise. On a CPU, JAX sees a
+        single device unless told before it starts, for example::
+
+            import numpyro
+            numpyro.set_host_device_count(4)  # before any JAX computation
+            # or: XLA_FLAGS=--xla_force_host_platform_device_count=4
+
+    Returns
+    -------
+    BackendOutput
+        ``positions`` of shape ``(num_chains, num_samples, ...)``;
+        ``sample_stats`` ``lp`` (minus the potential energy), ``diverging``,
+        ``acceptance_rate``, ``n_steps``, ``tree_depth``, ``step_size`` and
+        ``energy``; no ``losses`` or ``history``. ``timing``:
+        ``compile_seconds`` is the wall time JAX spent tracing, lowering and
+        compiling during the run (measured through :mod:`jax.monitoring`,
+        since :class:`~numpyro.infer.MCMC` compiles inside ``run``), and
+        ``run_seconds`` the rest of the run's wall time: warmup, sampling and
+        NumPyro's own Python overhead.
+
+    Warns
+    -----
+    RuntimeWarning
+        Once, with the count, if any draw after warmup diverged.
+    """
+    init_key, sample_key = jax.random.split(rng_key)
+    init_params = _init_positions(init_key, density, num_chains)
+    if num_chains == 1:
+        init_params = jax.tree_util.tree_map(lambda leaf: leaf[0], init_params)
+    data = density.data
+    kernel = NUTSKernel(
+        potential_fn=lambda position: density.potential_fn(position, data),
+        target_accept_prob=target_accept_prob,
+        dense_mass=dense_mass,
+        max_tree_depth=max_tree_depth,
+    )
+    mcmc = MCMC(
+        kernel,
+        num_warmup=num_warmup,
+        num_samples=num_samples,
+        num_chains=num_chains,
+        chain_method=_resolve_chain_method(chain_method, num_chains),
+        progress_bar=False,
+    )
+    start = time.perf_counter()
+    with _CompileTimer() as timer:
+        mcmc.run(sample_key, init_params=init_params, extra_fields=tuple(_EXTRA_FIELDS))
+        positions = jax.block_until_ready(mcmc.get_samples(group_by_chain=True))
+    total_seconds = time.perf_counter() - start
+
+    extra_fields = jax.tree_util.tree_map(np.asarray, mcmc.get_extra_fields(group_by_chain=True))
+    sample_stats = _sample_stats(extra_fields)
+    _warn_on_divergences(sample_stats["diverging"], target_accept_prob, dense_mass)
+    return BackendOutput(
+        positions=positions,
+        sample_stats=sample_stats,
+        losses=None,
+        history=None,
+        history_steps=None,
+        timing={
+            "compile_seconds": timer.seconds,
+            "run_seconds": total_seconds - timer.seconds,
+        },
+    )
+
+
+def _validate(options):
+    check_positive_int("num_samples", options["num_samples"])
+    check_positive_int("num_warmup", options["num_warmup"], minimum=0)
+    check_positive_int("max_tree_depth", options["max_tree_depth"])
+    target = options["target_accept_prob"]
+    if isinstance(target, (bool, np.bool_)) or not isinstance(target, (int, float, np.floating)):
+        raise TypeError(
+            f"target_accept_prob must be a float in (0, 1), got {target!r} "
+            f"of type {type(target).__name__}"
+        )
+    if not 0.0 < target < 1.0:
+        raise ValueError(f"target_accept_prob must be in (0, 1), got {target}")
+    if not isinstance(options["dense_mass"], (bool, np.bool_)):
+        raise TypeError(
+            f"dense_mass must be True or False, got {options['dense_mass']!r}"
+        )
+    if options["chain_method"] not in (None,) + _CHAIN_METHODS:
+        raise ValueError(
+            "chain_method must be None, 'parallel', 'sequential' or 'vectorized', "
+            f"got {options['chain_method']!r}"
+        )
+
+
+NUTS = Backend(
+    name="nuts",
+    defaults={
+        "num_warmup": 500,
+        "num_samples": 500,
+        "target_accept_prob": 0.8,
+        "dense_mass": False,
+        "max_tree_depth": 10,
+        "chain_method": None,
+    },
+    run=run_nuts,
+    validate=_validate,
+)

@@ -1,0 +1,105 @@
+"""Saving and loading fits as netCDF: every group, no pickling.
+
+A fit is written as its ArviZ groups (``posterior``, ``sample_stats``,
+``log_likelihood``, ``observed_data`` and, for optimisers, ``optimization``)
+plus attributes recording the package version, backend, key, options and
+priors, so that :func:`load` rebuilds the same :class:`~dpgmm_ppl.fit.Fit`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from dpgmm_ppl._arviz import read_groups, write_netcdf
+from dpgmm_ppl.arviz_io import FORMAT_VERSION
+from dpgmm_ppl.fit import Fit
+from dpgmm_ppl.priors import Priors
+
+__all__ = ["load", "save"]
+
+_SITES = ("alpha", "weights", "loc", "scale")
+
+
+def save(fit, path):
+    """Write ``fit`` to ``path`` (netCDF), atomically: a temporary file, then a rename.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent or ".", suffix=".tmp.nc")
+    os.close(handle)
+    try:
+        write_netcdf(fit.to_arviz(), temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
+
+
+def _priors_from(text):
+    fields = json.loads(text)
+    return Priors(**{
+        name: (value if not isinstance(value, list) else np.asarray(value, np.float32))
+        for name, value in fields.items()
+    })
+
+
+def load(path) -> Fit:
+    """Read a fit written by :meth:`Fit.save <dpgmm_ppl.fit.Fit.save>`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file was not written by dpgmm_ppl, or by a newer, incompatible
+        layout.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path {str(path)!r} does not exist")
+    groups = read_groups(path)
+    if "posterior" not in groups:
+        raise ValueError(f"{str(path)!r} holds no posterior group: not a dpgmm_ppl fit")
+    attrs = groups["posterior"].attrs
+    if attrs.get("inference_library") != "dpgmm_ppl":
+        raise ValueError(f"{str(path)!r} was not written by dpgmm_ppl")
+    version = int(attrs.get("dpgmm_ppl_format", -1))
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"{str(path)!r} uses saved-fit layout {version}, written by dpgmm_ppl "
+            f"{attrs.get('inference_library_version')}; this version reads layout {FORMAT_VERSION}"
+        )
+    posterior = groups["posterior"]
+    optimization = groups.get("optimization")
+    history = None
+    if optimization is not None:
+        history = {
+            name: optimization[f"{name}_history"].values
+            for name in _SITES
+            if f"{name}_history" in optimization
+        }
+    return Fit(
+        backend=str(attrs["backend"]),
+        samples={name: posterior[name].values for name in _SITES},
+        sample_stats={name: value.values for name, value in groups["sample_stats"].items()},
+        data=groups["observed_data"]["obs"].values,
+        num_components=int(attrs["num_components"]),
+        priors=_priors_from(attrs["priors"]),
+        losses=None if optimization is None else optimization["loss"].values,
+        history=history or None,
+        history_steps=None
+        if optimization is None or "frame" not in optimization.coords
+        else optimization["frame"].values,
+        timing=json.loads(attrs["timing"]),
+        options=json.loads(attrs["options"]),
+        rng_key=np.asarray(json.loads(attrs["rng_key"]), np.uint32),
+    )
