@@ -17,7 +17,14 @@ from matplotlib.animation import FuncAnimation
 from dpgmm_ppl._validation import check_positive_int
 from dpgmm_ppl.fit import Fit
 
-__all__ = ["animate_training", "plot_density", "plot_loss", "plot_weights", "save_figures"]
+__all__ = [
+    "animate_training",
+    "plot_density",
+    "plot_loss",
+    "plot_predictive_comparison",
+    "plot_weights",
+    "save_figures",
+]
 
 #: Points of the grid on which densities are drawn.
 GRID_SIZE = 500
@@ -306,3 +313,47 @@ def save_figures(fit, out_dir, *, data=None, max_frames=100, dpi=60):
             plt.close(fig)
         paths.append(out_dir / "training.gif")
     return paths
+
+
+def plot_predictive_comparison(fits, data=None, *, hdi_prob=0.9, bins=100, ax=None):
+    """Predictive densities of several fits over one histogram.
+
+    A MAP fit is a line; a posterior (SVI, NUTS) is its mean density with an
+    HDI band over draws, so the point estimate sits against the posterior's
+    uncertainty.
+
+    Parameters
+    ----------
+    fits : dict of str to Fit
+        Fits of the same 1-d data, e.g. ``compare(...).fits``.
+    data : array, optional
+        Points for the histogram; the first fit's training data by default.
+    hdi_prob : float
+        Mass of the bands.
+    bins : int
+        Histogram bins.
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    if not fits:
+        raise ValueError("fits must hold at least one fit")
+    for fit in fits.values():
+        _check(fit, bins=bins)
+    first = next(iter(fits.values()))
+    data = _data_1d(first, data)
+    ax = plt.subplots(figsize=(8, 4))[1] if ax is None else ax
+    _density_axes(ax, data, bins, histtype="stepfilled")
+    grid = _grid(data)
+    for name, fit in fits.items():
+        band = fit.predictive_density(grid, hdi_prob=hdi_prob)
+        (line,) = ax.plot(grid, band.mean, label=f"{name} ({fit.backend})" if name != fit.backend else name)
+        if fit.backend != "map":
+            ax.fill_between(grid, band.lower, band.upper, color=line.get_color(), alpha=0.25)
+    ax.set_xlabel("x")
+    ax.set_ylabel("density")
+    ax.set_title(f"predictive densities; bands: {hdi_prob:.0%} HDI over draws")
+    ax.legend()
+    return ax
