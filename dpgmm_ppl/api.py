@@ -50,8 +50,11 @@ def fit(
         Observations. Integers are converted to floats (float32 unless JAX's
         x64 mode is on).
     backend : str
-        ``"map"``: gradient descent to the posterior mode of the unconstrained
-        parameters (see :mod:`dpgmm_ppl.infer.map`).
+        ``"map"``: gradient descent to the mode of the log joint
+        (:mod:`dpgmm_ppl.infer.map`); ``"svi"``: a Gaussian variational
+        family on the unconstrained space (:mod:`dpgmm_ppl.infer.svi`);
+        ``"nuts"``: NumPyro's NUTS on the same log-density
+        (:mod:`dpgmm_ppl.infer.nuts`).
     rng_key : int or PRNGKey
         Seeds the initialisation and any sampling; the same key gives the same fit.
     num_components : int
@@ -65,6 +68,12 @@ def fit(
         ``optax.adam(0.05)``), ``num_steps`` (10,000), ``history_every`` (50),
         ``chain_method`` (``"vectorized"`` or ``"sequential"``; by default
         sequential on the CPU, vectorized on accelerators).
+        SVI: ``guide`` (``"diagonal"``, ``"lowrank"``, ``"full"``), ``rank``,
+        ``optimizer``, ``num_steps``, ``num_particles``, ``num_samples``,
+        ``history_every``, ``chain_method``.
+        NUTS: ``num_warmup``, ``num_samples``, ``target_accept_prob``,
+        ``dense_mass``, ``max_tree_depth``, ``chain_method``.
+        An option the backend does not take raises ``TypeError``.
 
     Returns
     -------
