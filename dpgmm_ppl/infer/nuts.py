@@ -21,6 +21,7 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from numpyro.infer import MCMC
 from numpyro.infer import NUTS as NUTSKernel
 
@@ -40,6 +41,9 @@ _EXTRA_FIELDS = {
 }
 
 _CHAIN_METHODS = ("parallel", "sequential", "vectorized")
+
+#: k-means++ seedings descended per chain when ``num_init_steps > 0``.
+_CANDIDATES_PER_CHAIN = 4
 
 
 class _CompileTimer:
@@ -82,13 +86,73 @@ def _resolve_chain_method(chain_method, num_chains):
     return chain_method
 
 
-def _init_positions(rng_key, density, num_chains):
-    """One unconstrained k-means++ start per chain, stacked on a chain axis."""
-    keys = jax.random.split(rng_key, num_chains)
+def _descend(density, num_steps):
+    """Adam on the potential, from a start towards its mode: ``(position, data) -> position``."""
+    optimizer = optax.adam(optax.cosine_decay_schedule(0.05, num_steps))
+    value_and_grad = jax.value_and_grad(density.potential_fn)
+
+    def descend(position, data):
+        def step(carry, _):
+            position, opt_state = carry
+            loss, grad = value_and_grad(position, data)
+            updates, new_opt_state = optimizer.update(grad, opt_state, position)
+            leaves = jax.tree_util.tree_leaves(grad)
+            is_finite = jnp.isfinite(loss) & jnp.all(
+                jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves])
+            )
+            # A non-finite step keeps the last finite point, as MAP does.
+            new_carry = (optax.apply_updates(position, updates), new_opt_state)
+            return jax.tree_util.tree_map(
+                lambda new, old: jnp.where(is_finite, new, old), new_carry, carry
+            ), None
+
+        carry = (position, optimizer.init(position))
+        (position, _), _ = jax.lax.scan(step, carry, None, length=num_steps)
+        return position
+
+    return descend
+
+
+def _sort_by_weight(values):
+    order = jnp.argsort(-values["weights"])
+    return {
+        "alpha": values["alpha"],
+        "weights": values["weights"][order],
+        "loc": values["loc"][order],
+        "scale": values["scale"][order],
+    }
+
+
+def _init_positions(rng_key, density, num_chains, num_init_steps):
+    """One unconstrained start per chain, stacked on a chain axis.
+
+    Without descent, one k-means++ seeding per chain. With ``num_init_steps``,
+    ``_CANDIDATES_PER_CHAIN`` seedings per chain each descend the potential,
+    the ``num_chains`` lowest are kept, and their components are put in
+    order of decreasing weight.
+    """
+    num_starts = num_chains * (_CANDIDATES_PER_CHAIN if num_init_steps else 1)
+    keys = jax.random.split(rng_key, num_starts)
     seed = jax.vmap(
         lambda key: kmeanspp_init(key, density.data, density.num_components, density.priors)
     )
-    return jax.vmap(density.unconstrain_fn)(jax.jit(seed)(keys))
+    positions = jax.vmap(density.unconstrain_fn)(jax.jit(seed)(keys))
+    if not num_init_steps:
+        return positions
+    descend = _descend(density, num_init_steps)
+
+    @jax.jit
+    def descend_all(starts, data):
+        # lax.map, not vmap: on the CPU one start at a time is faster.
+        ends = jax.lax.map(lambda one: descend(one, data), starts)
+        potentials = jax.lax.map(lambda one: density.potential_fn(one, data), ends)
+        potentials = jnp.where(jnp.isfinite(potentials), potentials, jnp.inf)
+        best = jnp.argsort(potentials)[:num_chains]
+        ends = jax.tree_util.tree_map(lambda leaf: leaf[best], ends)
+        values = jax.vmap(lambda end: _sort_by_weight(density.constrain_fn(end)))(ends)
+        return jax.vmap(density.unconstrain_fn)(values)
+
+    return descend_all(positions, density.data)
 
 
 def _sample_stats(extra_fields):
@@ -136,6 +200,7 @@ def run_nuts(
     dense_mass,
     max_tree_depth,
     chain_method,
+    num_init_steps,
 ):
     """Run ``num_chains`` NUTS chains on the shared log-density.
 
@@ -195,7 +260,11 @@ def run_nuts(
         Once, with the count, if any draw after warmup diverged.
     """
     init_key, sample_key = jax.random.split(rng_key)
-    init_params = _init_positions(init_key, density, num_chains)
+    start = time.perf_counter()
+    with _CompileTimer() as timer:
+        init_params = jax.block_until_ready(
+            _init_positions(init_key, density, num_chains, num_init_steps)
+        )
     if num_chains == 1:
         init_params = jax.tree_util.tree_map(lambda leaf: leaf[0], init_params)
     data = density.data
@@ -213,8 +282,7 @@ def run_nuts(
         chain_method=_resolve_chain_method(chain_method, num_chains),
         progress_bar=False,
     )
-    start = time.perf_counter()
-    with _CompileTimer() as timer:
+    with timer:
         mcmc.run(sample_key, init_params=init_params, extra_fields=tuple(_EXTRA_FIELDS))
         positions = jax.block_until_ready(mcmc.get_samples(group_by_chain=True))
     total_seconds = time.perf_counter() - start
@@ -239,6 +307,7 @@ def _validate(options):
     check_positive_int("num_samples", options["num_samples"])
     check_positive_int("num_warmup", options["num_warmup"], minimum=0)
     check_positive_int("max_tree_depth", options["max_tree_depth"])
+    check_positive_int("num_init_steps", options["num_init_steps"], minimum=0)
     target = options["target_accept_prob"]
     if isinstance(target, (bool, np.bool_)) or not isinstance(target, (int, float, np.floating)):
         raise TypeError(
@@ -263,10 +332,11 @@ NUTS = Backend(
     defaults={
         "num_warmup": 500,
         "num_samples": 500,
-        "target_accept_prob": 0.8,
-        "dense_mass": False,
+        "target_accept_prob": 0.9,
+        "dense_mass": True,
         "max_tree_depth": 10,
         "chain_method": None,
+        "num_init_steps": 1000,
     },
     run=run_nuts,
     validate=_validate,

@@ -1,0 +1,194 @@
+"""backend="nuts": an exact posterior, two clusters, the divergence warning,
+option checks, reproducibility and the trace count, and the seed data (slow)."""
+
+import warnings
+
+import jax
+import numpy as np
+import pytest
+from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
+
+import dpgmm_ppl
+from dpgmm_ppl import density as density_module
+from dpgmm_ppl.datasets import seed_mixture
+from dpgmm_ppl.infer.nuts import NUTS, _resolve_chain_method
+
+STAT_NAMES = {"lp", "diverging", "acceptance_rate", "n_steps", "tree_depth", "step_size", "energy"}
+
+
+class _Recorder:
+    """Keeps every LogDensity that ``dpgmm_ppl.fit`` builds."""
+
+    def __init__(self, monkeypatch):
+        self.built = []
+        original = density_module.build_log_density
+
+        def recording_build(*args, **kwargs):
+            self.built.append(original(*args, **kwargs))
+            return self.built[-1]
+
+        monkeypatch.setattr(dpgmm_ppl.api, "build_log_density", recording_build)
+
+
+@pytest.fixture(scope="module")
+def known_scale():
+    """K=1 with a known scale: the posterior of ``loc`` is Normal, of ``alpha`` its prior."""
+    rng = np.random.default_rng(11)
+    sigma = 2.0
+    data = rng.normal(1.5, sigma, 100).astype(np.float32)
+    kwargs = dict(
+        backend="nuts", num_components=1, num_chains=2, rng_key=7,
+        priors=dpgmm_ppl.Priors(fixed_scale=sigma), num_warmup=200, num_samples=1000,
+    )
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        recorder = _Recorder(monkeypatch)
+        fit = dpgmm_ppl.fit(data, **kwargs)
+    (density,) = recorder.built
+    return data, sigma, kwargs, fit, density
+
+
+@pytest.fixture(scope="module")
+def two_clusters_fit():
+    rng = np.random.default_rng(0)
+    data = np.concatenate([rng.normal(-4.0, 0.7, 300), rng.normal(3.0, 1.2, 200)]).astype(np.float32)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        recorder = _Recorder(monkeypatch)
+        fit = dpgmm_ppl.fit(
+            data, backend="nuts", num_components=4, num_chains=3, rng_key=2,
+            num_warmup=300, num_samples=300,
+        )
+    (density,) = recorder.built
+    return fit, density
+
+
+def test_single_component_with_known_scale_matches_the_exact_posterior(known_scale):
+    data, sigma, _, fit, density = known_scale
+    prior_mean = float(density.priors.loc_mean)
+    prior_sd = float(density.priors.loc_scale)
+    precision = 1.0 / prior_sd**2 + data.size / sigma**2
+    post_sd = precision**-0.5
+    post_mean = (prior_mean / prior_sd**2 + data.astype(np.float64).sum() / sigma**2) / precision
+
+    loc = fit.samples["loc"][..., 0].astype(np.float64)  # (chain, draw)
+    ess = effective_sample_size(loc)
+    assert ess > 400, ess
+    assert abs(loc.mean() - post_mean) < 4 * post_sd / np.sqrt(ess)
+    # The standard error of a standard deviation is about sd / sqrt(2 ESS).
+    assert abs(loc.std() / post_sd - 1) < max(0.1, 4 / np.sqrt(2 * ess))
+    # With one component the weights are fixed, so alpha keeps its Gamma(1, 1) prior.
+    alpha = fit.samples["alpha"].astype(np.float64)
+    assert abs(alpha.mean() - 1.0) < 4 * 1.0 / np.sqrt(effective_sample_size(alpha))
+    assert not fit.sample_stats["diverging"].any()
+
+
+def test_sample_stats_timing_and_the_shared_density(known_scale):
+    _, _, kwargs, fit, density = known_scale
+    assert fit.backend == "nuts" and fit.losses is None and fit.history is None
+    assert set(fit.sample_stats) == STAT_NAMES
+    for name, value in fit.sample_stats.items():
+        assert value.shape == (2, 1000), name
+    stats = fit.sample_stats
+    np.testing.assert_array_equal(
+        stats["tree_depth"], np.floor(np.log2(stats["n_steps"])).astype(int) + 1
+    )
+    assert np.all((stats["acceptance_rate"] >= 0) & (stats["acceptance_rate"] <= 1))
+    # After warmup the step size is fixed within a chain.
+    assert np.all(stats["step_size"] == stats["step_size"][:, :1])
+    # lp is minus the shared potential at the draw.
+    draws = jax.tree_util.tree_map(lambda leaf: leaf[:, :5], _unconstrained(fit, density))
+    lp = -jax.vmap(jax.vmap(density.potential_fn, in_axes=(0, None)), in_axes=(0, None))(
+        draws, density.data
+    )
+    np.testing.assert_allclose(stats["lp"][:, :5], lp, rtol=1e-5)
+    assert fit.timing["compile_seconds"] > 0 and fit.timing["run_seconds"] > 0
+    # NUTS evaluates the potential from one trace: not one per step or chain.
+    assert density.trace_counts["potential_fn"] <= 3
+
+
+def _unconstrained(fit, density):
+    return jax.vmap(jax.vmap(density.unconstrain_fn))(
+        {name: fit.samples[name] for name in ("alpha", "weights", "loc", "scale")}
+    )
+
+
+def test_same_key_gives_identical_draws(known_scale):
+    data, _, kwargs, fit, _ = known_scale
+    again = dpgmm_ppl.fit(data, **{**kwargs, "rng_key": jax.random.PRNGKey(7)})
+    for name in fit.samples:
+        np.testing.assert_array_equal(fit.samples[name], again.samples[name], err_msg=name)
+    for name in fit.sample_stats:
+        np.testing.assert_array_equal(fit.sample_stats[name], again.sample_stats[name], err_msg=name)
+    # The chains start apart and run on their own keys.
+    assert not np.array_equal(fit.samples["loc"][0], fit.samples["loc"][1])
+
+
+def test_two_clusters_are_recovered_and_the_chains_agree(two_clusters_fit):
+    fit, density = two_clusters_fit
+    assert density.trace_counts["potential_fn"] <= 3
+    assert not fit.sample_stats["diverging"].any()
+    assert split_gelman_rubin(fit.sample_stats["lp"]) < 1.05
+    weights = fit.samples["weights"].reshape(-1, 4)
+    loc = fit.samples["loc"].reshape(-1, 4)
+    heavy = weights > 0.1
+    two = heavy.sum(axis=1) == 2
+    # Now and then the posterior splits a cluster over two components; most
+    # draws carry exactly two heavy ones.
+    assert two.mean() > 0.8
+    located = np.sort(np.where(heavy, loc, np.nan)[two], axis=1)[:, :2]
+    # Truth -4 and 3; the posterior sds are about 0.04 and 0.09 with these
+    # 300 and 200 points, so 0.3 also covers the sampling error of the data.
+    np.testing.assert_allclose(located.mean(axis=0), [-4.0, 3.0], atol=0.3)
+    assert fit.to_arviz() is not None
+
+
+def test_divergences_give_one_warning_with_the_count(two_clusters_fit):
+    fit, _ = two_clusters_fit
+    # No warmup: NumPyro's unadapted step size of 1 and unit mass matrix,
+    # far too coarse for locations known to about 0.05.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        diverged = dpgmm_ppl.fit(
+            fit.data, backend="nuts", num_components=2, num_warmup=0, num_samples=30,
+            num_init_steps=0, rng_key=0,
+        )
+    runtime = [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(runtime) == 1, [str(w.message) for w in runtime]
+    count = int(diverged.sample_stats["diverging"].sum())
+    assert count > 0
+    message = str(runtime[0].message)
+    assert f"{count} divergent" in message and "target_accept_prob" in message
+    assert runtime[0].filename == __file__
+
+
+BAD_OPTIONS = [
+    ({"target_accept_prob": 1.5}, ValueError, "target_accept_prob"),
+    ({"target_accept_prob": 0.0}, ValueError, "target_accept_prob"),
+    ({"target_accept_prob": "high"}, TypeError, "target_accept_prob"),
+    ({"num_samples": 0}, ValueError, "num_samples"),
+    ({"num_samples": 10.0}, TypeError, "num_samples"),
+    ({"num_warmup": -1}, ValueError, "num_warmup"),
+    ({"max_tree_depth": 0}, ValueError, "max_tree_depth"),
+    ({"max_tree_depth": (5, 10)}, TypeError, "max_tree_depth"),
+    ({"dense_mass": "yes"}, TypeError, "dense_mass"),
+    ({"chain_method": "pmap"}, ValueError, "chain_method"),
+    ({"num_init_steps": -5}, ValueError, "num_init_steps"),
+    ({"num_steps": 100}, TypeError, "does not take the option"),
+]
+
+
+@pytest.mark.parametrize("kwargs, error, fragment", BAD_OPTIONS)
+def test_bad_options_are_refused_before_tracing(monkeypatch, kwargs, error, fragment):
+    monkeypatch.setattr(
+        dpgmm_ppl.api, "build_log_density", lambda *a, **k: pytest.fail("traced")
+    )
+    with pytest.raises(error, match=fragment):
+        dpgmm_ppl.fit(np.arange(10.0), backend="nuts", **kwargs)
+
+
+def test_default_chain_method_uses_devices_when_there_are_enough():
+    devices = jax.local_device_count()
+    assert _resolve_chain_method(None, devices) == "parallel"
+    assert _resolve_chain_method(None, devices + 1) == "vectorized"
+    assert _resolve_chain_method("sequential", 1) == "sequential"
+    assert set(NUTS.defaults) >= {"num_warmup", "num_samples", "target_accept_prob",
+                                  "dense_mass", "max_tree_depth", "chain_method"}
