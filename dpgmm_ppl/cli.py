@@ -252,7 +252,9 @@ def main(argv=None):
                 seed=args.seed,
             )
             if not args.no_compare and _has_posterior_backends():
-                run_compare(args.out, seed=args.seed, force=True)
+                # Short runs keep the demo to a few minutes; `dpgmm-ppl compare`
+                # runs the backends at their defaults.
+                run_compare(args.out, seed=args.seed, force=True, quick=True, num_chains=2)
         elif args.command == "compare":
             run_compare(
                 args.out, args.file, columns=args.columns, num_components=args.num_components,

@@ -1,5 +1,7 @@
 """ArviZ output (on whichever ArviZ line is installed) and the demo command."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -49,10 +51,33 @@ def test_arviz_summary_reads_the_posterior(small_fit):
 
 def test_demo_command_writes_figures_and_reports_a_close_fit(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--num-steps", "1500", "--num-components", "10"]) == 0
+    assert main(["demo", "--out", str(out), "--num-steps", "1500", "--num-components", "10",
+                 "--no-compare"]) == 0
     printed = capsys.readouterr().out
     for name in ("density.png", "weights.png", "loss.png", "training.gif"):
         assert (out / name).stat().st_size > 1000, name
     gap = float(printed.split("gap ")[1].split(" nats")[0])
     # A short run on 19,000 points: well within 0.01 nats of the truth.
     assert 0 <= gap < 0.01 or abs(gap) < 0.002
+
+
+def test_compare_command_writes_table_figure_and_fits(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    values = np.concatenate([rng.normal(-3, 0.7, 120), rng.normal(2, 1.0, 80)])
+    csv = tmp_path / "points.csv"
+    csv.write_text("x,unused\n" + "\n".join(f"{v},{i}" for i, v in enumerate(values)) + "\n")
+    out = tmp_path / "out"
+    args = ["compare", str(csv), "--columns", "x", "--out", str(out), "--quick",
+            "--num-chains", "2", "--num-components", "3"]
+    assert main(args) == 0
+    table = json.loads((out / "compare.json").read_text())
+    assert table["backend"] == ["map", "svi", "nuts"]
+    for name in table["backend"]:
+        loaded = dpgmm_ppl.load(out / f"compare-{name}.nc")
+        np.testing.assert_allclose(loaded.data, values.astype(np.float32))
+        assert loaded.backend == name
+    assert (out / "compare-density.png").stat().st_size > 1000
+    assert table["divergences"][2] is not None and table["ess_per_second_lp"][2] > 0
+    # Existing output is never overwritten without --force.
+    assert main(args) == 2
+    assert "--force" in capsys.readouterr().err
