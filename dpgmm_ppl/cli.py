@@ -191,7 +191,7 @@ def run_compare(out_dir, path=None, *, columns=None, num_components=25, num_chai
 QUICK_OPTIONS = {
     "map": {"num_steps": 1000},
     "svi": {"num_steps": 1000, "num_samples": 200},
-    "nuts": {"num_warmup": 100, "num_samples": 100},
+    "nuts": {"num_warmup": 100, "num_samples": 100, "max_tree_depth": 6, "num_init_steps": 300},
 }
 
 
