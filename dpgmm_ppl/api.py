@@ -72,7 +72,8 @@ def fit(
         ``optimizer``, ``num_steps``, ``num_particles``, ``num_samples``,
         ``history_every``, ``chain_method``.
         NUTS: ``num_warmup``, ``num_samples``, ``target_accept_prob``,
-        ``dense_mass``, ``max_tree_depth``, ``chain_method``.
+        ``dense_mass``, ``max_tree_depth``, ``chain_method``, ``num_init_steps``
+        (Adam steps that descend each chain's k-means++ starts; 0 for none).
         An option the backend does not take raises ``TypeError``.
 
     Returns
