@@ -29,32 +29,45 @@ replication's data as :func:`dpgmm_ppl.fit` would do: SBC needs the posterior
 of the same prior that made the data.
 
 Run ``python benchmarks/sbc.py`` (200 replications of 50 points, 5
-components) or ``python benchmarks/sbc.py --num-replications 20`` to try it.
+components) or ``python benchmarks/sbc.py --num-replications 20`` to try it;
+``--parameterization centered`` runs NumPyro's own chart of the sticks.
+``tests/test_sbc.py`` (slow) runs :func:`run_sbc` at the reduced size below.
 
-Measured (JAX 0.10.2, 2 shared CPU cores, about 200 s for the defaults:
-500 warmup + 500 draws thinned by 5, so ranks 0..100 in 10 bins):
+Measured (JAX 0.10.2, 2 shared CPU cores), chi-square p-values:
 
-=================  ==========  ===========  ======================
-chi-square p       weight      size-biased  ``--num-init-steps 0``
-=================  ==========  ===========  ======================
-alpha              0.0067      0.020        0.016
-largest_weight     0.10        0.44         0.56
-log_likelihood     0.60        0.41         0.88
-=================  ==========  ===========  ======================
+=====================  ========  ========  ========  ===========  ===========
+run                    defaults  defaults  defaults  reduced      reduced
+chart                  centred   non-c.    non-c.    centred      non-c.
+seed                   0         0         1         0            0
+=====================  ========  ========  ========  ===========  ===========
+alpha                  0.0067    0.38      0.91      0.0034       0.20
+largest_weight         0.10      0.027     0.37      0.21         0.96
+log_likelihood         0.60      0.14      0.74      0.66         0.995
+divergent (reps)       ~40 (9)   91 (14)   n/a       n/a          2 (2)
+seconds                ~200      184       228       100          81
+=====================  ========  ========  ========  ===========  ===========
 
-``alpha`` is off in every variant, so the order of the components at the
-start is not the cause: the replications whose true ``alpha`` ranks below
-almost every draw have a median true ``alpha`` of 0.12, against 0.67 over all.
-A small ``alpha`` pushes the spare sticks towards 1 and their remainders
-towards 0, a funnel between ``alpha`` and the stick coordinates that NUTS
-under-explores (32-47 divergent transitions in 7-11 of the 200 replications).
-A non-centred stick parameterisation in the model would be the fix to try.
+"defaults": 500 warmup + 500 draws thinned by 5, 1000 descent steps at the
+start; "reduced": 200 + 200 thinned by 2, 300 descent steps. Ranks run
+0 .. 100 in 10 bins either way.
+
+In the centred chart ``alpha`` is off at both sizes: the replications
+whose true ``alpha`` ranks below almost every draw have a median true
+``alpha`` of 0.12-0.13, against 0.67 over all. A small ``alpha`` pushes the
+spare sticks towards 1 and their remainders towards 0, a funnel between
+``alpha`` and the stick coordinates that NUTS under-explores. The
+non-centred chart (:mod:`dpgmm_ppl.reparam`, now the NUTS default) takes
+``alpha`` out of the prior of the stick coordinates, and the ranks of
+``alpha`` pass. The divergences that remain come from the spare
+components' locations and scales (free when their weight is small), which
+no chart of the sticks changes.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -147,6 +160,69 @@ def rank_histogram(ranks, num_draws, num_bins):
     return np.bincount(bins, minlength=num_bins)
 
 
+class SBCResult(NamedTuple):
+    """Ranks of the true statistics among the draws, and their chi-square tests."""
+
+    ranks: dict
+    histograms: dict
+    p_values: dict
+    num_draws: int
+    divergences: np.ndarray
+    true_alpha: np.ndarray
+    seconds: float
+
+
+def run_sbc(
+    *, num_replications=200, num_data=50, num_components=5,
+    num_warmup=NUTS.defaults["num_warmup"], num_samples=NUTS.defaults["num_samples"],
+    thinning=5, num_init_steps=NUTS.defaults["num_init_steps"], num_bins=10,
+    order="weight", parameterization=NUTS.defaults["parameterization"], chunk=25, seed=0,
+    progress=None,
+) -> SBCResult:
+    """Run the SBC replications; ``progress(done, seconds)`` after each chunk."""
+    priors = Priors(loc_mean=0.0, loc_scale=2.0, scale_rate=0.5)
+    prior_key, run_key = jax.random.split(jax.random.PRNGKey(seed))
+    prior = Predictive(dpgmm, num_samples=num_replications)(
+        prior_key, num_components=num_components, priors=priors, num_data=num_data
+    )
+    datasets = jnp.asarray(prior["obs"])
+    truth = jax.vmap(_statistics)(
+        {name: prior[name] for name in ("alpha", "weights", "loc", "scale")}, datasets
+    )
+    density = build_log_density(
+        datasets[0], num_components=num_components, priors=priors,
+        parameterization=parameterization,
+    )
+    replication = make_replication(
+        density, num_warmup=num_warmup, num_samples=num_samples, thinning=thinning,
+        num_init_steps=num_init_steps, options=NUTS.defaults, order=order,
+    )
+    run_chunk = jax.jit(lambda keys, data: jax.lax.map(lambda a: replication(*a), (keys, data)))
+    keys = jax.random.split(run_key, num_replications)
+
+    start = time.perf_counter()
+    draws, divergences = [], []
+    for first in range(0, num_replications, chunk):
+        part = slice(first, first + chunk)
+        chunk_draws, chunk_divergences = jax.block_until_ready(run_chunk(keys[part], datasets[part]))
+        draws.append(chunk_draws)
+        divergences.append(chunk_divergences)
+        if progress is not None:
+            progress(min(first + chunk, num_replications), time.perf_counter() - start)
+    draws = {name: np.concatenate([d[name] for d in draws]) for name in STATISTICS}
+    num_draws = draws["alpha"].shape[1]
+    ranks, histograms, p_values = {}, {}, {}
+    for name in STATISTICS:
+        ranks[name] = np.sum(draws[name] < np.asarray(truth[name])[:, None], axis=1)
+        histograms[name] = rank_histogram(ranks[name], num_draws, num_bins)
+        p_values[name] = float(stats.chisquare(histograms[name]).pvalue)
+    return SBCResult(
+        ranks=ranks, histograms=histograms, p_values=p_values, num_draws=num_draws,
+        divergences=np.concatenate(divergences), true_alpha=np.asarray(truth["alpha"]),
+        seconds=time.perf_counter() - start,
+    )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--num-replications", type=int, default=200)
@@ -163,62 +239,40 @@ def main(argv=None):
         "choice) or a size-biased random permutation (the order of the sticks under "
         "the prior)",
     )
+    parser.add_argument(
+        "--parameterization", choices=("centered", "noncentered"),
+        default=NUTS.defaults["parameterization"],
+        help="chart of the unconstrained space (see dpgmm_ppl.reparam)",
+    )
     parser.add_argument("--chunk", type=int, default=25, help="replications per compiled call")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-
-    priors = Priors(loc_mean=0.0, loc_scale=2.0, scale_rate=0.5)
-    prior_key, run_key = jax.random.split(jax.random.PRNGKey(args.seed))
-    prior = Predictive(dpgmm, num_samples=args.num_replications)(
-        prior_key, num_components=args.num_components, priors=priors, num_data=args.num_data
-    )
-    datasets = jnp.asarray(prior["obs"])
-    truth = jax.vmap(_statistics)(
-        {name: prior[name] for name in ("alpha", "weights", "loc", "scale")}, datasets
-    )
-    density = build_log_density(datasets[0], num_components=args.num_components, priors=priors)
-    replication = make_replication(
-        density, num_warmup=args.num_warmup, num_samples=args.num_samples,
-        thinning=args.thinning, num_init_steps=args.num_init_steps, options=NUTS.defaults,
-        order=args.order,
-    )
-    run_chunk = jax.jit(lambda keys, data: jax.lax.map(lambda a: replication(*a), (keys, data)))
-    keys = jax.random.split(run_key, args.num_replications)
+    settings = {k: v for k, v in vars(args).items()}
 
     print(
         f"SBC: {args.num_replications} replications of {args.num_data} points, "
         f"{args.num_components} components; NUTS {args.num_warmup} warmup + "
         f"{args.num_samples} draws thinned by {args.thinning}, "
-        f"num_init_steps={args.num_init_steps}, order={args.order}; JAX {jax.__version__} on {jax.default_backend()}"
+        f"num_init_steps={args.num_init_steps}, order={args.order}, "
+        f"parameterization={args.parameterization}, seed={args.seed}; "
+        f"JAX {jax.__version__} on {jax.default_backend()}"
     )
-    start = time.perf_counter()
-    draws, divergences = [], []
-    for first in range(0, args.num_replications, args.chunk):
-        chunk = slice(first, first + args.chunk)
-        chunk_draws, chunk_divergences = jax.block_until_ready(run_chunk(keys[chunk], datasets[chunk]))
-        draws.append(chunk_draws)
-        divergences.append(chunk_divergences)
-        print(f"  {min(first + args.chunk, args.num_replications)} done, {time.perf_counter() - start:.0f} s", flush=True)
-    draws = {name: np.concatenate([d[name] for d in draws]) for name in STATISTICS}
-    divergences = np.concatenate(divergences)
-    num_draws = draws["alpha"].shape[1]
-
+    result = run_sbc(
+        **settings, progress=lambda done, seconds: print(f"  {done} done, {seconds:.0f} s", flush=True)
+    )
+    divergences = result.divergences
     print(f"divergent transitions: {int(divergences.sum())} in "
           f"{int(np.count_nonzero(divergences))} of {args.num_replications} replications")
-    print(f"{'statistic':<16} {'chi2 p-value':>12}   rank histogram ({args.num_bins} bins, 0 .. {num_draws})")
-    ranks = {}
+    print(f"{'statistic':<16} {'chi2 p-value':>12}   rank histogram "
+          f"({args.num_bins} bins, 0 .. {result.num_draws})")
     for name in STATISTICS:
-        ranks[name] = np.sum(draws[name] < np.asarray(truth[name])[:, None], axis=1)
-        counts = rank_histogram(ranks[name], num_draws, args.num_bins)
-        p_value = stats.chisquare(counts).pvalue
-        print(f"{name:<16} {p_value:>12.4f}   {counts.tolist()}")
+        print(f"{name:<16} {result.p_values[name]:>12.4f}   {result.histograms[name].tolist()}")
     # Where a histogram is off, which replications put it there.
-    alpha = np.asarray(truth["alpha"])
-    low = ranks["alpha"] < (num_draws + 1) / args.num_bins
+    low = result.ranks["alpha"] < (result.num_draws + 1) / args.num_bins
     if low.any():
-        print(f"true alpha: median {np.median(alpha):.3f} over all replications, "
-              f"{np.median(alpha[low]):.3f} over the {int(low.sum())} in the lowest alpha bin")
-    print(f"total {time.perf_counter() - start:.0f} s")
+        print(f"true alpha: median {np.median(result.true_alpha):.3f} over all replications, "
+              f"{np.median(result.true_alpha[low]):.3f} over the {int(low.sum())} in the lowest alpha bin")
+    print(f"total {result.seconds:.0f} s")
 
 
 if __name__ == "__main__":

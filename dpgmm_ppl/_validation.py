@@ -99,3 +99,13 @@ def check_rng_key(rng_key):
             f"and shape {getattr(array, 'shape', None)}"
         )
     return jax.numpy.asarray(array)
+
+
+def check_parameterization(value):
+    """``"centered"`` or ``"noncentered"``: the chart of the unconstrained space."""
+    choices = ("centered", "noncentered")
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(
+            f"parameterization must be 'centered' or 'noncentered', got {_describe(value)}"
+        )
+    return value

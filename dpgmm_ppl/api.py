@@ -70,10 +70,17 @@ def fit(
         sequential on the CPU, vectorized on accelerators).
         SVI: ``guide`` (``"diagonal"``, ``"lowrank"``, ``"full"``), ``rank``,
         ``optimizer``, ``num_steps``, ``num_particles``, ``num_samples``,
-        ``history_every``, ``chain_method``.
+        ``history_every``, ``chain_method``, ``parameterization``
+        (``"centered"``, the default, or ``"noncentered"``).
         NUTS: ``num_warmup``, ``num_samples``, ``target_accept_prob``,
         ``dense_mass``, ``max_tree_depth``, ``chain_method``, ``num_init_steps``
-        (Adam steps that descend each chain's k-means++ starts; 0 for none).
+        (Adam steps that descend each chain's k-means++ starts; 0 for none),
+        ``parameterization`` (``"noncentered"``, the default, or
+        ``"centered"``).
+        ``parameterization`` picks the chart of the unconstrained space in
+        which SVI's Gaussian family lives and NUTS moves
+        (:mod:`dpgmm_ppl.reparam`); the model and its log joint density are
+        the same in both. MAP always uses NumPyro's own (centred) chart.
         An option the backend does not take raises ``TypeError``.
 
     Returns
@@ -111,7 +118,11 @@ def fit(
             UserWarning,
             stacklevel=2,
         )
-    density = build_log_density(data, num_components=num_components, priors=priors)
+    # The chart of the unconstrained space is fixed when the density is built.
+    density = build_log_density(
+        data, num_components=num_components, priors=priors,
+        parameterization=options.get("parameterization", "centered"),
+    )
     output = algorithm.run(key, density, num_chains=num_chains, **options)
     constrain_all = jax.jit(jax.vmap(jax.vmap(density.constrain_fn)))
     samples = jax.tree_util.tree_map(np.asarray, constrain_all(output.positions))

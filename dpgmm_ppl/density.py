@@ -23,11 +23,15 @@ from numpyro.infer.util import constrain_fn, log_density, potential_energy, unco
 
 from dpgmm_ppl.model import dpgmm
 from dpgmm_ppl.priors import Priors
+from dpgmm_ppl.reparam import NonCenteredStickBreaking, exponentials_from_weights
 
-__all__ = ["LogDensity", "build_log_density", "LATENT_SITES"]
+__all__ = ["LogDensity", "build_log_density", "LATENT_SITES", "PARAMETERIZATIONS"]
 
 #: The latent sample sites of :func:`~dpgmm_ppl.dpgmm`, in a fixed order.
 LATENT_SITES = ("alpha", "weights", "loc", "scale")
+
+#: Charts of the unconstrained space (see :func:`build_log_density`).
+PARAMETERIZATIONS = ("centered", "noncentered")
 
 
 class LogDensity(NamedTuple):
@@ -42,6 +46,8 @@ class LogDensity(NamedTuple):
     model_kwargs : dict
         Keyword arguments of :func:`~dpgmm_ppl.dpgmm` other than ``data``
         (``num_components`` and the resolved ``priors``).
+    parameterization : str
+        The chart of the unconstrained space: ``"centered"`` or ``"noncentered"``.
     init_position : dict
         An unconstrained starting position from the data: locations at evenly
         spaced data quantiles, equal weights. The backends seed each chain or
@@ -49,10 +55,11 @@ class LogDensity(NamedTuple):
     potential_fn : Callable[[dict, Array], Array]
         ``potential_fn(position, data)``: minus the log joint density of the
         unconstrained position, log-Jacobian of the transforms included. This
-        is what NUTS, SVI and MAP evaluate.
+        is what NUTS and SVI evaluate.
     log_joint_fn : Callable[[dict, Array], Array]
         ``log_joint_fn(position, data)``: the log joint density of the
-        constrained values, without the Jacobian.
+        constrained values, without the Jacobian; the same function of
+        ``(alpha, weights, loc, scale)`` in either chart. MAP maximises it.
     constrain_fn : Callable[[dict], dict]
         Maps an unconstrained position to the constrained latent sites.
     unconstrain_fn : Callable[[dict], dict]
@@ -64,6 +71,7 @@ class LogDensity(NamedTuple):
 
     data: Any
     model_kwargs: dict
+    parameterization: str
     init_position: dict
     potential_fn: Callable
     log_joint_fn: Callable
@@ -106,8 +114,15 @@ def _quantile_init(data, num_components, priors):
     }
 
 
-def build_log_density(data, *, num_components, priors=None, rng_key=None) -> LogDensity:
+def build_log_density(
+    data, *, num_components, priors=None, parameterization="centered", rng_key=None
+) -> LogDensity:
     """Trace the DP-GMM once on ``data`` and return its shared log-density.
+
+    The log joint density of the model's sites is the same whatever the
+    chart; ``parameterization`` only picks the coordinates of the
+    unconstrained space in which the backends move, and so the potential
+    (which carries the Jacobian of the chart).
 
     Parameters
     ----------
@@ -118,6 +133,13 @@ def build_log_density(data, *, num_components, priors=None, rng_key=None) -> Log
     priors : Priors, optional
         Hyperparameters; the ones left as ``None`` are set from ``data`` here,
         once, so that a minibatch later sees the same priors as the full data.
+    parameterization : {"centered", "noncentered"}
+        ``"centered"``: NumPyro's own transforms of each site (the weights
+        through its stick-breaking bijection of the simplex).
+        ``"noncentered"``: the weights through
+        :class:`~dpgmm_ppl.reparam.NonCenteredStickBreaking`, coordinates
+        ``log e_k`` whose prior does not depend on ``alpha``; the position
+        holds ``weights_exponentials`` instead of ``weights``.
     rng_key : PRNGKey, optional
         Unused; kept so that callers can pass one key to every builder.
 
@@ -133,13 +155,20 @@ def build_log_density(data, *, num_components, priors=None, rng_key=None) -> Log
     >>> bool(jnp.isfinite(value))
     True
     """
+    if parameterization not in PARAMETERIZATIONS:
+        raise ValueError(
+            f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}"
+        )
     data = jnp.asarray(data, dtype=jnp.result_type(float))
     priors = (Priors() if priors is None else priors).resolve(data)
     model_kwargs = {"num_components": num_components, "priors": priors}
-    rng_key = jax.random.PRNGKey(0) if rng_key is None else rng_key
+    if parameterization == "noncentered":
+        model = handlers.reparam(dpgmm, config={"weights": NonCenteredStickBreaking()})
+    else:
+        model = dpgmm
     # The transforms do not depend on the data: one dummy row keeps those traces cheap.
     dummy = jnp.zeros((1,) + data.shape[1:], data.dtype)
-    model_trace = handlers.trace(handlers.seed(dpgmm, rng_seed=0)).get_trace(
+    model_trace = handlers.trace(handlers.seed(model, rng_seed=0)).get_trace(
         data=dummy, **model_kwargs
     )
     sampled_sites = [
@@ -152,13 +181,13 @@ def build_log_density(data, *, num_components, priors=None, rng_key=None) -> Log
     @jax.jit
     @_counted("potential_fn", counts)
     def potential(position, data):
-        return potential_energy(dpgmm, (), {"data": data, **model_kwargs}, position)
+        return potential_energy(model, (), {"data": data, **model_kwargs}, position)
 
     @jax.jit
     @_counted("constrain_fn", counts)
     def constrain(position):
         values = constrain_fn(
-            dpgmm, (), {"data": dummy, **model_kwargs}, position, return_deterministic=True
+            model, (), {"data": dummy, **model_kwargs}, position, return_deterministic=True
         )
         return {name: values[name] for name in LATENT_SITES}
 
@@ -170,8 +199,13 @@ def build_log_density(data, *, num_components, priors=None, rng_key=None) -> Log
         return log_joint_value
 
     def unconstrain_eager(values):
+        values = dict(values)
+        if parameterization == "noncentered" and "weights_exponentials" in sampled_sites:
+            values["weights_exponentials"] = exponentials_from_weights(
+                values["weights"], values["alpha"]
+            )
         sampled = {name: values[name] for name in sampled_sites}
-        return unconstrain_fn(dpgmm, (), {"data": dummy, **model_kwargs}, sampled)
+        return unconstrain_fn(model, (), {"data": dummy, **model_kwargs}, sampled)
 
     unconstrain = jax.jit(unconstrain_eager)
 
@@ -180,6 +214,7 @@ def build_log_density(data, *, num_components, priors=None, rng_key=None) -> Log
     return LogDensity(
         data=data,
         model_kwargs=model_kwargs,
+        parameterization=parameterization,
         init_position=unconstrain_eager(init_values),
         potential_fn=potential,
         log_joint_fn=log_joint,

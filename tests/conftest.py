@@ -21,3 +21,17 @@ def pytest_report_header(config):
 def rng():
     """A NumPy generator with a fixed seed, fresh for every test."""
     return np.random.default_rng(20261124)
+
+
+@pytest.fixture(scope="session")
+def seed_map_fit():
+    """MAP on the notebook's data with its settings, 50 components, 8 restarts.
+
+    Shared by the MAP acceptance checks and the NUTS check that compares
+    against it; about five minutes on two CPU cores, so slow tests only.
+    """
+    import dpgmm_ppl
+    from dpgmm_ppl.datasets import seed_mixture
+
+    truth = seed_mixture()
+    return truth, dpgmm_ppl.fit(truth.data, num_components=50, num_chains=8, rng_key=0)

@@ -8,16 +8,13 @@ mixture's own mean log density on the same draw.
 import numpy as np
 import pytest
 
-import dpgmm_ppl
-from dpgmm_ppl.datasets import seed_mixture
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def seed_fit():
-    truth = seed_mixture()
-    fit = dpgmm_ppl.fit(truth.data, num_components=50, num_chains=8, rng_key=0)
+def seed_fit(seed_map_fit):
+    truth, fit = seed_map_fit
     heldout = truth.sample(2026).data
     gaps = np.array([
         np.mean(truth.log_density(heldout)) - np.mean(fit.log_predictive_density(heldout, chain=c))

@@ -222,6 +222,8 @@ BAD_OPTIONS = [
     ({"num_steps": -3}, ValueError, "num_steps"),
     ({"optimizer": "adam"}, TypeError, "optimizer"),
     ({"chain_method": "parallel"}, ValueError, "chain_method"),
+    ({"parameterization": "whitened"}, ValueError, "parameterization must be"),
+    ({"parameterization": None}, ValueError, "parameterization must be"),
     ({"num_warmup": 100}, TypeError, "does not take the option"),
 ]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple, Optional
 
-__all__ = ["Backend", "BackendOutput"]
+__all__ = ["Backend", "BackendOutput", "check_chart"]
 
 
 class BackendOutput(NamedTuple):
@@ -50,3 +50,18 @@ class Backend(NamedTuple):
     defaults: dict
     run: Callable[..., BackendOutput]
     validate: Callable[[dict], None]
+
+
+def check_chart(density, parameterization):
+    """Refuse a ``density`` built in another chart than the backend was asked for.
+
+    The chart is fixed when the density is built (:func:`dpgmm_ppl.fit`
+    builds it from the ``parameterization`` option); a backend run directly
+    on a density of the other chart would silently sample other coordinates.
+    """
+    if density.parameterization != parameterization:
+        raise ValueError(
+            f"parameterization={parameterization!r}, but the density was built with "
+            f"parameterization={density.parameterization!r}; build it with "
+            f"build_log_density(..., parameterization={parameterization!r})"
+        )

@@ -1,0 +1,120 @@
+"""The non-centred chart of the sticks: same model, other coordinates."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import pytest
+from numpyro.handlers import reparam
+from numpyro.infer import Predictive
+from scipy import stats
+
+from dpgmm_ppl import GaussianMixture, StickBreakingWeights, build_log_density, dpgmm
+from dpgmm_ppl.reparam import NonCenteredStickBreaking, exponentials_from_weights
+
+from test_model_density import point, scipy_log_joint  # noqa: F401  (fixture)
+
+
+def test_noncentered_potential_is_the_log_joint_plus_its_own_jacobian(point):  # noqa: F811
+    """Closed form: sticks enter through e_k = -alpha log(1 - v_k), e_k = exp(u_k)."""
+    data, values = point
+    density = build_log_density(data, num_components=4, parameterization="noncentered")
+    position = density.unconstrain_fn(values)
+    expected, sticks = scipy_log_joint(values, data, density.priors)
+    alpha = float(values["alpha"])
+    exponentials = -alpha * np.log1p(-sticks)
+    np.testing.assert_allclose(np.exp(position["weights_exponentials"]), exponentials, rtol=1e-4)
+    remaining = np.cumsum(np.asarray(values["weights"], np.float64)[::-1])[::-1][:-1]
+    # d w / d v (triangular: prod of remaining sticks) times d v / d u.
+    log_dv_du = -exponentials / alpha - np.log(alpha) + np.log(exponentials)
+    log_jacobian = np.sum(np.log(remaining) + log_dv_du)
+    log_jacobian += np.log(alpha) + np.sum(np.log(np.asarray(values["scale"])))
+    actual = density.potential_fn(position, density.data)
+    np.testing.assert_allclose(float(actual), -(expected + log_jacobian), rtol=2e-5)
+
+
+def test_both_charts_give_the_same_log_joint_and_round_trip(point):  # noqa: F811
+    data, values = point
+    centered = build_log_density(data, num_components=4)
+    noncentered = build_log_density(data, num_components=4, parameterization="noncentered")
+    positions = [d.unconstrain_fn(values) for d in (centered, noncentered)]
+    joints = [float(d.log_joint_fn(p, d.data)) for d, p in zip((centered, noncentered), positions)]
+    np.testing.assert_allclose(joints[0], joints[1], rtol=1e-6)
+    back = noncentered.constrain_fn(positions[1])
+    for name, value in values.items():
+        np.testing.assert_allclose(back[name], value, rtol=2e-5, err_msg=name)
+    # The potentials differ exactly by the difference of the two log-Jacobians;
+    # the unit-exponential prior of the new coordinates does not involve alpha.
+    assert set(positions[1]) == {"alpha", "weights_exponentials", "loc", "scale"}
+
+
+def test_prior_part_of_the_sticks_does_not_depend_on_alpha(rng):
+    """Potential minus likelihood, in the sticks' coordinates u: sum(exp(u) - u)."""
+    data = rng.normal(size=20).astype(np.float32)
+    density = build_log_density(data, num_components=5, parameterization="noncentered")
+
+    def prior_potential(position):
+        values = density.constrain_fn(position)
+        mixture = GaussianMixture(values["weights"], values["loc"], values["scale"])
+        return density.potential_fn(position, density.data) + jnp.sum(mixture.log_prob(density.data))
+
+    position = dict(density.init_position)
+    for shift in (0.0, -2.0, 1.5):  # alpha = exp(shift)
+        where = dict(position, alpha=position["alpha"] + shift)
+        grad = jax.grad(prior_potential)(where)["weights_exponentials"]
+        u = where["weights_exponentials"]
+        np.testing.assert_allclose(grad, np.exp(u) - 1, rtol=1e-4, atol=1e-5)
+
+
+def test_reparameterised_site_has_the_gem_distribution():
+    """Same weights distribution as the centred site: GEM means and the first stick's law."""
+    alpha, num_draws = 1.7, 40_000
+
+    def weights_only():
+        numpyro.sample("weights", StickBreakingWeights(alpha, 5))
+
+    model = reparam(weights_only, config={"weights": NonCenteredStickBreaking()})
+    draws = np.asarray(
+        Predictive(model, num_samples=num_draws)(jax.random.PRNGKey(1))["weights"], np.float64
+    )
+    np.testing.assert_allclose(draws.sum(-1), 1.0, atol=1e-5)
+    expected = np.asarray(StickBreakingWeights(alpha, 5).mean)
+    standard_error = draws.std(0) / np.sqrt(num_draws)
+    assert np.all(np.abs(draws.mean(0) - expected) < 5 * standard_error)
+    assert stats.kstest(draws[:4000, 0], stats.beta(1.0, alpha).cdf).pvalue > 1e-3
+    second_stick = draws[:4000, 1] / (1.0 - draws[:4000, 0])
+    assert stats.kstest(second_stick, stats.beta(1.0, alpha).cdf).pvalue > 1e-3
+
+
+def test_exponentials_from_weights_inverts_the_map_in_the_tail():
+    """Sticks close to 1 (a tail of tiny weights) keep their exponentials in float32."""
+    exponentials = jnp.asarray([0.3, 4.0, 9.0, 0.01], jnp.float32)
+    alpha = jnp.float32(0.5)
+    log1m = -exponentials / alpha
+    log_remaining = jnp.concatenate([jnp.zeros(1), jnp.cumsum(log1m)])
+    log_weights = jnp.concatenate([log_remaining[:-1] + jnp.log(-jnp.expm1(log1m)), log_remaining[-1:]])
+    weights = jnp.exp(log_weights)
+    np.testing.assert_allclose(exponentials_from_weights(weights, alpha), exponentials, rtol=1e-4)
+
+
+def test_reparam_refuses_other_sites():
+    model = reparam(dpgmm, config={"alpha": NonCenteredStickBreaking()})
+    with pytest.raises(TypeError, match="StickBreakingWeights"):
+        Predictive(model, num_samples=1)(jax.random.PRNGKey(0), num_components=3, num_data=2)
+
+
+def test_unknown_parameterization_is_refused(rng):
+    with pytest.raises(ValueError, match="parameterization"):
+        build_log_density(rng.normal(size=5), num_components=2, parameterization="whitened")
+
+
+def test_backends_refuse_a_density_of_the_other_chart(rng):
+    from dpgmm_ppl.infer.nuts import NUTS
+    from dpgmm_ppl.infer.svi import SVI
+
+    density = build_log_density(rng.normal(size=10), num_components=3)
+    for backend in (SVI, NUTS):
+        options = {**backend.defaults, "parameterization": "noncentered"}
+        with pytest.raises(ValueError, match="density was built with parameterization='centered'"):
+            backend.run(jax.random.PRNGKey(0), density, num_chains=1, **options)
+    assert density.trace_counts["potential_fn"] == 0
