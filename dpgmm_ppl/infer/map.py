@@ -27,6 +27,12 @@ import numpy as np
 import optax
 
 from dpgmm_ppl._validation import check_positive_int
+from dpgmm_ppl.infer._common import (
+    check_optimizer_options,
+    guarded_update,
+    history_steps,
+    resolve_optimizer_chain_method,
+)
 from dpgmm_ppl.infer.base import Backend, BackendOutput
 from dpgmm_ppl.initialization import kmeanspp_init
 
@@ -34,11 +40,6 @@ __all__ = ["MAP", "run_map"]
 
 #: A scale below this fraction of the data's spread counts as collapsed.
 COLLAPSE_RATIO = 1e-4
-
-
-def _tree_all_finite(tree):
-    leaves = jax.tree_util.tree_leaves(tree)
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
 
 
 def _make_chain_runner(density, optimizer, num_steps, history_every):
@@ -49,17 +50,8 @@ def _make_chain_runner(density, optimizer, num_steps, history_every):
         def step(carry, _):
             position, opt_state = carry
             loss, grad = value_and_grad(position, data)
-            updates, new_opt_state = optimizer.update(grad, opt_state, position)
-            new_position = optax.apply_updates(position, updates)
-            # A non-finite loss or gradient leaves the last finite point in
-            # place, so the result is never NaN; the loss trace shows the step.
-            is_finite = jnp.isfinite(loss) & _tree_all_finite(grad)
-            new_carry = jax.tree_util.tree_map(
-                lambda new, old: jnp.where(is_finite, new, old),
-                (new_position, new_opt_state),
-                carry,
-            )
-            return new_carry, loss
+            position, opt_state, _ = guarded_update(optimizer, loss, grad, position, opt_state)
+            return (position, opt_state), loss
 
         def block(carry, _):
             carry, losses = jax.lax.scan(step, carry, None, length=history_every)
@@ -77,13 +69,6 @@ def _make_chain_runner(density, optimizer, num_steps, history_every):
         return carry[0], losses, frames
 
     return run_chain
-
-
-def _history_steps(num_steps, history_every):
-    steps = np.arange(history_every, num_steps + 1, history_every)
-    if num_steps % history_every:
-        steps = np.append(steps, num_steps)
-    return steps
 
 
 def _warn_on_failure(losses, history, history_steps, data_spread):
@@ -114,12 +99,6 @@ def _warn_on_failure(losses, history, history_steps, data_spread):
                 RuntimeWarning,
                 stacklevel=4,
             )
-
-
-def _resolve_chain_method(chain_method):
-    if chain_method is None:
-        return "sequential" if jax.default_backend() == "cpu" else "vectorized"
-    return chain_method
 
 
 def run_map(
@@ -169,7 +148,7 @@ def run_map(
         }
         return position, losses, jax.vmap(density.constrain_fn)(frames), stats
 
-    if _resolve_chain_method(chain_method) == "vectorized":
+    if resolve_optimizer_chain_method(chain_method) == "vectorized":
         program = jax.jit(jax.vmap(restart, in_axes=(0, None)))
     else:
         program = jax.jit(lambda keys, data: jax.lax.map(lambda k: restart(k, data), keys))
@@ -182,7 +161,7 @@ def run_map(
     positions, losses, history, stats = jax.block_until_ready(compiled(keys, density.data))
     run_seconds = time.perf_counter() - start
 
-    steps = _history_steps(num_steps, history_every)
+    steps = history_steps(num_steps, history_every)
     _warn_on_failure(losses, history, steps, np.std(np.asarray(density.data), axis=0))
     add_draw_axis = lambda tree: jax.tree_util.tree_map(lambda leaf: leaf[:, None], tree)
     return BackendOutput(
@@ -196,19 +175,9 @@ def run_map(
 
 
 def _validate(options):
-    optimizer = options["optimizer"]
-    if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
-        raise TypeError(
-            "optimizer must be an optax.GradientTransformation (for example "
-            f"optax.adam(0.05)), got {type(optimizer).__name__}"
-        )
+    check_optimizer_options(options, example="optax.adam(0.05)")
     check_positive_int("num_steps", options["num_steps"])
     check_positive_int("history_every", options["history_every"])
-    if options["chain_method"] not in (None, "vectorized", "sequential"):
-        raise ValueError(
-            "chain_method must be None, 'vectorized' or 'sequential', "
-            f"got {options['chain_method']!r}"
-        )
 
 
 MAP = Backend(

@@ -57,6 +57,7 @@ from numpyro.infer import MCMC
 from numpyro.infer import NUTS as NUTSKernel
 
 from dpgmm_ppl._validation import check_parameterization, check_positive_int
+from dpgmm_ppl.infer._common import guarded_update
 from dpgmm_ppl.infer.base import Backend, BackendOutput, check_chart
 from dpgmm_ppl.initialization import kmeanspp_init
 
@@ -126,16 +127,9 @@ def _descend(density, num_steps):
         def step(carry, _):
             position, opt_state = carry
             loss, grad = value_and_grad(position, data)
-            updates, new_opt_state = optimizer.update(grad, opt_state, position)
-            leaves = jax.tree_util.tree_leaves(grad)
-            is_finite = jnp.isfinite(loss) & jnp.all(
-                jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves])
-            )
             # A non-finite step keeps the last finite point, as MAP does.
-            new_carry = (optax.apply_updates(position, updates), new_opt_state)
-            return jax.tree_util.tree_map(
-                lambda new, old: jnp.where(is_finite, new, old), new_carry, carry
-            ), None
+            position, opt_state, _ = guarded_update(optimizer, loss, grad, position, opt_state)
+            return (position, opt_state), None
 
         carry = (position, optimizer.init(position))
         (position, _), _ = jax.lax.scan(step, carry, None, length=num_steps)

@@ -37,7 +37,6 @@ its fitted family.
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from typing import Any, Callable, NamedTuple
@@ -49,8 +48,14 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from dpgmm_ppl._validation import check_parameterization, check_positive_int
+from dpgmm_ppl.infer._common import (
+    check_optimizer_options,
+    guarded_update,
+    history_steps,
+    resolve_optimizer_chain_method,
+)
 from dpgmm_ppl.infer.base import Backend, BackendOutput, check_chart
-from dpgmm_ppl.infer.map import _history_steps, _resolve_chain_method, _tree_all_finite
+from dpgmm_ppl.infer.guides import GUIDES, Guide, make_guide
 from dpgmm_ppl.initialization import kmeanspp_init
 
 __all__ = [
@@ -63,143 +68,6 @@ __all__ = [
     "negative_elbo",
     "run_svi",
 ]
-
-#: The variational families, by name.
-GUIDES = ("diagonal", "lowrank", "full")
-#: Initial standard deviation of every coordinate. Small, so the first steps
-#: stay near the k-means++ seed; on the seed data 0.01 to 0.1 fitted alike.
-INIT_SCALE = 0.05
-
-
-class Guide(NamedTuple):
-    """A reparameterised Gaussian family on ``R^dim``, as pure functions.
-
-    ``init(mean) -> params``; ``sample(params, rng_key, num) -> (num, dim)``;
-    ``entropy(params) -> ()``; ``mean(params) -> (dim,)``;
-    ``covariance(params) -> (dim, dim)``.
-    """
-
-    name: str
-    init: Callable
-    sample: Callable
-    entropy: Callable
-    mean: Callable
-    covariance: Callable
-
-
-def _normal_entropy_constant(dim):
-    return 0.5 * dim * (1.0 + math.log(2.0 * math.pi))
-
-
-def _diagonal(dim):
-    def init(mean):
-        return {"loc": mean, "log_scale": jnp.full_like(mean, math.log(INIT_SCALE))}
-
-    def sample(params, rng_key, num):
-        eps = jax.random.normal(rng_key, (num, dim), params["loc"].dtype)
-        return params["loc"] + jnp.exp(params["log_scale"]) * eps
-
-    def entropy(params):
-        return _normal_entropy_constant(dim) + jnp.sum(params["log_scale"])
-
-    def covariance(params):
-        return jnp.diag(jnp.exp(2.0 * params["log_scale"]))
-
-    return Guide("diagonal", init, sample, entropy, lambda p: p["loc"], covariance)
-
-
-def _lowrank(dim, rank):
-    def init(mean):
-        # W = 0 as in NumPyro's AutoLowRankMultivariateNormal; its gradient
-        # E[grad U(z) eps^T] is not zero, so the factor grows from the first step.
-        return {
-            "loc": mean,
-            "log_scale": jnp.full_like(mean, math.log(INIT_SCALE)),
-            "cov_factor": jnp.zeros((dim, rank), mean.dtype),
-        }
-
-    def sample(params, rng_key, num):
-        key_factor, key_diag = jax.random.split(rng_key)
-        dtype = params["loc"].dtype
-        eps_factor = jax.random.normal(key_factor, (num, rank), dtype)
-        eps_diag = jax.random.normal(key_diag, (num, dim), dtype)
-        return (
-            params["loc"]
-            + eps_factor @ params["cov_factor"].T
-            + jnp.exp(params["log_scale"]) * eps_diag
-        )
-
-    def entropy(params):
-        # log det(W W^T + D^2) = log det D^2 + log det(I + W^T D^-2 W).
-        scaled = params["cov_factor"] * jnp.exp(-params["log_scale"])[:, None]
-        capacitance = jnp.eye(rank, dtype=scaled.dtype) + scaled.T @ scaled
-        log_det = 2.0 * jnp.sum(jnp.log(jnp.diag(jnp.linalg.cholesky(capacitance))))
-        return _normal_entropy_constant(dim) + jnp.sum(params["log_scale"]) + 0.5 * log_det
-
-    def covariance(params):
-        factor = params["cov_factor"]
-        return factor @ factor.T + jnp.diag(jnp.exp(2.0 * params["log_scale"]))
-
-    return Guide("lowrank", init, sample, entropy, lambda p: p["loc"], covariance)
-
-
-def _full(dim):
-    def scale_tril(params):
-        return jnp.tril(params["tril"], -1) + jnp.diag(jnp.exp(params["log_diag"]))
-
-    def init(mean):
-        return {
-            "loc": mean,
-            "log_diag": jnp.full_like(mean, math.log(INIT_SCALE)),
-            "tril": jnp.zeros((dim, dim), mean.dtype),
-        }
-
-    def sample(params, rng_key, num):
-        eps = jax.random.normal(rng_key, (num, dim), params["loc"].dtype)
-        return params["loc"] + eps @ scale_tril(params).T
-
-    def entropy(params):
-        return _normal_entropy_constant(dim) + jnp.sum(params["log_diag"])
-
-    def covariance(params):
-        tril = scale_tril(params)
-        return tril @ tril.T
-
-    return Guide("full", init, sample, entropy, lambda p: p["loc"], covariance)
-
-
-def make_guide(guide, dim, *, rank=4):
-    """The Gaussian family named ``guide`` on ``R^dim``.
-
-    Parameters
-    ----------
-    guide : {"diagonal", "lowrank", "full"}
-        The family.
-    dim : int
-        Number of unconstrained coordinates.
-    rank : int
-        Rank of ``W`` for ``"lowrank"``; ignored otherwise.
-
-    Returns
-    -------
-    Guide
-
-    Examples
-    --------
-    >>> import jax.numpy as jnp
-    >>> family = make_guide("full", 3)
-    >>> params = family.init(jnp.zeros(3))
-    >>> family.sample(params, jax.random.PRNGKey(0), 5).shape
-    (5, 3)
-    """
-    if guide == "diagonal":
-        return _diagonal(dim)
-    if guide == "lowrank":
-        return _lowrank(dim, rank)
-    if guide == "full":
-        return _full(dim)
-    raise ValueError(f"guide must be one of {list(GUIDES)}, got {guide!r}")
-
 
 def negative_elbo(params, rng_key, data, *, guide, potential_fn, unravel, num_particles=1):
     """Monte-Carlo negative ELBO: the mean potential over draws minus the entropy.
@@ -296,14 +164,11 @@ def build_step(guide, potential_fn, unravel, optimizer, *, num_particles=1):
 
     def step(state, rng_key, data):
         loss, grad = value_and_grad(state.params, rng_key, data)
-        updates, opt_state = optimizer.update(grad, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
         # A non-finite loss or gradient (a rare far-tail draw) skips the step.
-        is_finite = jnp.isfinite(loss) & _tree_all_finite(grad)
-        new_state = jax.tree_util.tree_map(
-            lambda new, old: jnp.where(is_finite, new, old), SVIState(params, opt_state), state
+        params, opt_state, is_finite = guarded_update(
+            optimizer, loss, grad, state.params, state.opt_state
         )
-        return new_state, SVIInfo(loss, is_finite)
+        return SVIState(params, opt_state), SVIInfo(loss, is_finite)
 
     return step
 
@@ -452,7 +317,7 @@ def run_svi(
         "num_samples": num_samples, "history_every": history_every,
     }
     run_chain = _make_chain_runner(density, family, unravel, optimizer, options)
-    if _resolve_chain_method(chain_method) == "vectorized":
+    if resolve_optimizer_chain_method(chain_method) == "vectorized":
         run_all = jax.jit(jax.vmap(run_chain, in_axes=(0, None)))
     else:
         run_all = jax.jit(lambda keys, data: jax.lax.map(lambda key: run_chain(key, data), keys))
@@ -473,7 +338,7 @@ def run_svi(
         sample_stats={"lp": lp, "loss": jnp.broadcast_to(losses[:, -1:], lp.shape)},
         losses=losses,
         history=history,
-        history_steps=_history_steps(num_steps, history_every),
+        history_steps=history_steps(num_steps, history_every),
         timing={"compile_seconds": compile_seconds, "run_seconds": run_seconds},
     )
 
@@ -481,20 +346,10 @@ def run_svi(
 def _validate(options):
     if options["guide"] not in GUIDES:
         raise ValueError(f"guide must be one of {list(GUIDES)}, got {options['guide']!r}")
-    optimizer = options["optimizer"]
-    if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
-        raise TypeError(
-            "optimizer must be an optax.GradientTransformation (for example "
-            f"optax.adam(0.01)), got {type(optimizer).__name__}"
-        )
+    check_optimizer_options(options, example="optax.adam(0.01)")
     for name in ("rank", "num_steps", "num_particles", "num_samples", "history_every"):
         check_positive_int(name, options[name])
     check_parameterization(options["parameterization"])
-    if options["chain_method"] not in (None, "vectorized", "sequential"):
-        raise ValueError(
-            "chain_method must be None, 'vectorized' or 'sequential', "
-            f"got {options['chain_method']!r}"
-        )
 
 
 SVI = Backend(

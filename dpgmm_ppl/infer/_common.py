@@ -1,0 +1,68 @@
+"""Pieces the optimisation-based backends share (MAP, SVI, NUTS's descent)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+#: ``chain_method`` values of the optimisers (MAP, SVI).
+OPTIMIZER_CHAIN_METHODS = ("vectorized", "sequential")
+
+
+def tree_all_finite(tree):
+    """True when every leaf of ``tree`` is finite everywhere (a traced scalar)."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+
+
+def guarded_update(optimizer, loss, grad, params, opt_state):
+    """One optax step that leaves ``(params, opt_state)`` as they were if it is not finite.
+
+    A non-finite loss or gradient keeps the last finite point, so an
+    optimisation never ends in NaN; the loss trace still shows the step.
+
+    Returns
+    -------
+    (params, opt_state, is_finite)
+    """
+    updates, new_opt_state = optimizer.update(grad, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    is_finite = jnp.isfinite(loss) & tree_all_finite(grad)
+    params, opt_state = jax.tree_util.tree_map(
+        lambda new, old: jnp.where(is_finite, new, old),
+        (new_params, new_opt_state),
+        (params, opt_state),
+    )
+    return params, opt_state, is_finite
+
+
+def history_steps(num_steps, history_every):
+    """The 1-based steps at which a history frame is recorded (and the last step)."""
+    steps = np.arange(history_every, num_steps + 1, history_every)
+    if num_steps % history_every:
+        steps = np.append(steps, num_steps)
+    return steps
+
+
+def resolve_optimizer_chain_method(chain_method):
+    """``None`` is ``"sequential"`` on the CPU (faster there, measured) and ``"vectorized"`` elsewhere."""
+    if chain_method is None:
+        return "sequential" if jax.default_backend() == "cpu" else "vectorized"
+    return chain_method
+
+
+def check_optimizer_options(options, *, example):
+    """Validate ``optimizer`` and ``chain_method`` of MAP and SVI."""
+    optimizer = options["optimizer"]
+    if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(
+            "optimizer must be an optax.GradientTransformation (for example "
+            f"{example}), got {type(optimizer).__name__}"
+        )
+    if options["chain_method"] not in (None,) + OPTIMIZER_CHAIN_METHODS:
+        raise ValueError(
+            "chain_method must be None, 'vectorized' or 'sequential', "
+            f"got {options['chain_method']!r}"
+        )
