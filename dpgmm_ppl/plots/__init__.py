@@ -1,0 +1,21 @@
+"""Matplotlib figures of a :class:`~dpgmm_ppl.fit.Fit`.
+
+Post-processing only: nothing here re-fits. Each ``plot_*`` function takes
+``ax=None`` (a new pyplot figure when omitted) and returns the Axes. Only this
+package imports matplotlib. Density plots are for scalar data only, for now.
+"""
+
+from dpgmm_ppl.plots._common import GRID_PAD, GRID_SIZE
+from dpgmm_ppl.plots.density import plot_density, plot_predictive_comparison, plot_weights
+from dpgmm_ppl.plots.training import animate_training, plot_loss, save_figures
+
+__all__ = [
+    "GRID_PAD",
+    "GRID_SIZE",
+    "animate_training",
+    "plot_density",
+    "plot_loss",
+    "plot_predictive_comparison",
+    "plot_weights",
+    "save_figures",
+]
