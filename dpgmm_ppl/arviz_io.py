@@ -9,10 +9,13 @@ import numpy as np
 from dpgmm_ppl._arviz import make_inference_data
 from dpgmm_ppl.fit import mixture_log_density
 
-__all__ = ["FORMAT_VERSION", "fit_metadata", "fit_to_arviz"]
+__all__ = ["FORMAT_VERSION", "PERMUTATION_STAT", "fit_metadata", "fit_to_arviz"]
 
 #: Version of the layout of saved fits; bumped when it changes incompatibly.
 FORMAT_VERSION = 1
+
+#: ``sample_stats`` variable holding ``Fit.permutations``, dims (chain, draw, component).
+PERMUTATION_STAT = "permutation"
 
 _SITE_DIMS = {"alpha": (), "weights": ("component",), "loc": ("component",), "scale": ("component",)}
 
@@ -35,7 +38,10 @@ def _site_dims(fit, name, lead):
 
 def fit_to_arviz(fit):
     """Build ``posterior``, ``sample_stats``, ``log_likelihood``, ``observed_data``
-    and, for optimisers, ``optimization`` groups from a fit."""
+    and, for optimisers, ``optimization`` groups from a fit.
+
+    A relabelled fit's ``permutations`` go into ``sample_stats`` as
+    ``permutation`` with dims ``(chain, draw, component)``."""
     sample_dims = ("chain", "draw")
     coords = {
         "chain": np.arange(fit.num_chains),
@@ -48,10 +54,12 @@ def fit_to_arviz(fit):
         {name: (_site_dims(fit, name, sample_dims), value) for name, value in fit.samples.items()},
         coords,
     )
-    stats = _dataset(
-        {name: (sample_dims, value) for name, value in fit.sample_stats.items()},
-        {key: coords[key] for key in sample_dims},
-    )
+    stats_variables = {name: (sample_dims, value) for name, value in fit.sample_stats.items()}
+    stats_coords = {key: coords[key] for key in sample_dims}
+    if fit.permutations is not None:
+        stats_variables[PERMUTATION_STAT] = (sample_dims + ("component",), fit.permutations)
+        stats_coords["component"] = coords["component"]
+    stats = _dataset(stats_variables, stats_coords)
     obs_dims = ("obs_id",) + (("dim",) if fit.dim is not None else ())
     obs_coords = {"obs_id": np.arange(fit.data.shape[0])}
     if fit.dim is not None:

@@ -129,6 +129,11 @@ class Fit:
         The backend options used.
     rng_key : np.ndarray
         The key the fit was started from.
+    permutations : np.ndarray or None
+        Set by :func:`dpgmm_ppl.labels.relabel`: int array ``(chain, draw,
+        num_components)`` such that component ``k`` of ``samples`` is component
+        ``permutations[c, s, k]`` of the draw as the backend produced it
+        (``new[k] = old[perm[k]]``). ``None`` for a fit that was never relabelled.
     """
 
     backend: str
@@ -143,6 +148,7 @@ class Fit:
     timing: dict = dataclasses.field(default_factory=dict)
     options: dict = dataclasses.field(default_factory=dict)
     rng_key: Any = None
+    permutations: Optional[np.ndarray] = None
 
     @property
     def num_chains(self) -> int:

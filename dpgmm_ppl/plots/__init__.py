@@ -7,12 +7,22 @@ package imports matplotlib. Density plots are for scalar data only, for now.
 
 from dpgmm_ppl.plots._common import GRID_PAD, GRID_SIZE
 from dpgmm_ppl.plots.density import plot_density, plot_predictive_comparison, plot_weights
+from dpgmm_ppl.plots.labels import (
+    plot_coclustering,
+    plot_label_switching,
+    plot_num_clusters,
+    plot_weights_against_posterior,
+)
 from dpgmm_ppl.plots.training import animate_training, plot_loss, save_figures
 
 __all__ = [
     "GRID_PAD",
     "GRID_SIZE",
     "animate_training",
+    "plot_coclustering",
+    "plot_label_switching",
+    "plot_num_clusters",
+    "plot_weights_against_posterior",
     "plot_density",
     "plot_loss",
     "plot_predictive_comparison",
