@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from dpgmm_ppl._arviz import read_groups, write_netcdf
-from dpgmm_ppl.arviz_io import FORMAT_VERSION
+from dpgmm_ppl.arviz_io import FORMAT_VERSION, PERMUTATION_STAT
 from dpgmm_ppl.fit import Fit
 from dpgmm_ppl.priors import Priors
 
@@ -79,6 +79,9 @@ def load(path) -> Fit:
             f"{attrs.get('inference_library_version')}; this version reads layout {FORMAT_VERSION}"
         )
     posterior = groups["posterior"]
+    sample_stats = {name: value.values for name, value in groups["sample_stats"].items()}
+    permutations = sample_stats.pop(PERMUTATION_STAT, None)
+    rng_key = json.loads(attrs["rng_key"])  # "null" for a fit made without a key
     optimization = groups.get("optimization")
     history = None
     if optimization is not None:
@@ -90,7 +93,7 @@ def load(path) -> Fit:
     return Fit(
         backend=str(attrs["backend"]),
         samples={name: posterior[name].values for name in _SITES},
-        sample_stats={name: value.values for name, value in groups["sample_stats"].items()},
+        sample_stats=sample_stats,
         data=groups["observed_data"]["obs"].values,
         num_components=int(attrs["num_components"]),
         priors=_priors_from(attrs["priors"]),
@@ -101,5 +104,6 @@ def load(path) -> Fit:
         else optimization["frame"].values,
         timing=json.loads(attrs["timing"]),
         options=json.loads(attrs["options"]),
-        rng_key=np.asarray(json.loads(attrs["rng_key"]), np.uint32),
+        rng_key=None if rng_key is None else np.asarray(rng_key, np.uint32),
+        permutations=None if permutations is None else permutations.astype(np.int64),
     )
