@@ -35,3 +35,26 @@ def seed_map_fit():
 
     truth = seed_mixture()
     return truth, dpgmm_ppl.fit(truth.data, num_components=50, num_chains=8, rng_key=0)
+
+
+@pytest.fixture(scope="session")
+def seed_nuts_fit():
+    """NUTS at its defaults on the notebook's data: 4 components, 4 chains x 500 draws.
+
+    Four components, not 25: each spare component adds a funnel (its location
+    and scale are free when its weight is small, pinned when it is not) that
+    NUTS crosses only with deep trees (see :mod:`dpgmm_ppl.infer.nuts`).
+    About 2.5 minutes on two CPU cores. Returns the truth, the fit and the
+    RuntimeWarnings raised while fitting (a divergence warns).
+    """
+    import warnings
+
+    import dpgmm_ppl
+    from dpgmm_ppl.datasets import seed_mixture
+
+    truth = seed_mixture()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        fit = dpgmm_ppl.fit(truth.data, backend="nuts", num_components=4, num_chains=4, rng_key=0)
+    runtime_warnings = [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    return truth, fit, runtime_warnings

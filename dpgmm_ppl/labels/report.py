@@ -195,7 +195,8 @@ def label_switching_report(fit, *, x=None, threshold=1.1):
         order_fails = [name for name in ORDER_DEPENDENT if invariant[name][0] > threshold]
         if is_switching and order_fails:
             notes.append(
-                f"{' and '.join(order_fails)} also differ between chains: chains in different "
+                f"{' and '.join(order_fails)} {'differs' if len(order_fails) == 1 else 'differ'} "
+                "between chains: chains in different "
                 "orders of the components sit in different modes of the stick-breaking prior"
             )
         constant = [name for name, (rhat, _) in invariant.items() if np.isnan(rhat)]
