@@ -376,3 +376,30 @@ def test_bad_input_is_rejected_with_a_clear_message(switched, call, error, messa
     fit, _ = switched
     with pytest.raises(error, match=message):
         call(fit)
+
+
+@pytest.mark.parametrize("method", ["pivot", "stephens"])
+def test_a_light_component_is_not_traded_onto_a_distant_label(method):
+    """The reference's unused labels must not look closer than its distant used ones.
+
+    The pivot (chain 0) has components at 0, 10 and 16 and two unused ones; the
+    other restart splits the cluster at 10 into 10 and 11.5 (weight 0.08) and
+    keeps a light component at 16 (weight 0.05) under another label. Exact
+    cross-entropy costs, with the unused labels' probabilities at float32's
+    floor, would put the 11.5 part on the label of 16 and the 16 component
+    on an unused label.
+    """
+    rng = np.random.default_rng(0)
+    data = np.concatenate([rng.normal(0, 1, 1000), rng.normal(10, 1, 900),
+                           rng.normal(16, 1, 100)]).astype(np.float32)
+    pivot = ([0.5, 0.45, 0.05, 0.0, 0.0], [0.0, 10.0, 16.0, -30.0, 40.0])
+    other = ([0.5, 0.37, 0.0, 0.05, 0.08], [0.0, 10.0, -30.0, 16.0, 11.5])
+    samples = {
+        "alpha": np.ones((2, 1), np.float32),
+        "weights": np.array([[pivot[0]], [other[0]]], np.float32),
+        "loc": np.array([[pivot[1]], [other[1]]], np.float32),
+        "scale": np.ones((2, 1, 5), np.float32),
+    }
+    fit = make_fit(samples, np.array([[1.0], [0.0]], np.float32), data, backend="map")
+    relabelled = labels.relabel(fit, method=method)
+    np.testing.assert_array_equal(relabelled.samples["loc"][1, 0, :3], [0.0, 10.0, 16.0])
