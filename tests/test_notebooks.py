@@ -1,4 +1,8 @@
-"""The example notebooks run from top to bottom (at their reduced size)."""
+"""The example notebooks run from top to bottom (at their reduced size).
+
+Marked slow (about a minute): CI's default-Python leg runs it, the 3.12+
+leg, which deselects the slow checks, does not.
+"""
 
 import os
 import pathlib
@@ -11,6 +15,7 @@ nbclient = pytest.importorskip("nbclient")
 EXAMPLES = pathlib.Path(__file__).parents[1] / "examples"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["posterior_diagnostics.ipynb"])
 def test_notebook_executes(name, tmp_path, monkeypatch):
     monkeypatch.setenv("DPGMM_NOTEBOOK_QUICK", "1")
