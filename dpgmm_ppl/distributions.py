@@ -13,9 +13,11 @@ weight that is NaN, or a ``log(0)`` inside a gradient.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import logsumexp
+from jax.custom_derivatives import SymbolicZero
 from numpyro.distributions import Distribution, constraints
 from numpyro.distributions.util import promote_shapes, validate_sample
 
@@ -26,6 +28,24 @@ __all__ = [
     "log_stick_breaking",
     "sticks_from_weights",
 ]
+
+
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def _event_array(name, value, event_shape):
+    """``value`` as an array broadcastable to ``event_shape``, or a ValueError naming it."""
+    value = jnp.asarray(value)
+    try:
+        shape = jnp.broadcast_shapes(jnp.shape(value), event_shape)
+    except ValueError:
+        shape = None
+    if shape != event_shape:
+        raise ValueError(
+            f"{name} must broadcast to the event shape {event_shape}, "
+            f"got shape {jnp.shape(value)}"
+        )
+    return value
 
 
 @jax.custom_jvp
@@ -48,6 +68,52 @@ def _safe_log_jvp(primals, tangents):
     (x,), (dx,) = primals, tangents
     floor = jnp.sqrt(jnp.finfo(jnp.result_type(x, float)).tiny)
     return _safe_log(x), dx / jnp.maximum(x, floor)
+
+
+def _shifted_exponentials(features, coefficients):
+    """``exp(z - max z)`` and its row sums, for ``z = features @ coefficients``."""
+    # HIGHEST: accelerators may otherwise round float32 products to TF32/bfloat16.
+    logits = jnp.matmul(features, coefficients, precision=jax.lax.Precision.HIGHEST)
+    shift = jax.lax.stop_gradient(jnp.max(logits, axis=-1))
+    shift = jnp.where(jnp.isfinite(shift), shift, 0.0)
+    exponentials = jnp.exp(logits - shift[..., None])
+    return exponentials, jnp.sum(exponentials, axis=-1), shift
+
+
+@jax.custom_jvp
+def _logsumexp_matmul(features, coefficients):
+    """``logsumexp(features @ coefficients, axis=-1)``; features (..., F), coefficients (F, K).
+
+    The derivative is the usual one, with the responsibilities
+    ``exp(z - lse)`` never formed: the tangent is written as
+    ``sum((features / s) * (e @ d_coefficients.T), -1)``, whose transpose
+    (reverse mode) contracts ``features * cotangent / s`` (N x F) against the
+    exponentials ``e`` (N x K) kept from the forward pass. Letting JAX
+    differentiate ``logsumexp`` instead costs one more pass over the N x K
+    array, about 20 % of a MAP step on the seed data (2 CPU cores).
+    """
+    exponentials, total, shift = _shifted_exponentials(features, coefficients)
+    return jnp.log(total) + shift
+
+
+def _logsumexp_matmul_jvp(primals, tangents):
+    features, coefficients = primals
+    d_features, d_coefficients = tangents
+    exponentials, total, shift = _shifted_exponentials(features, coefficients)
+    value = jnp.log(total) + shift
+    inverse_total = (1.0 / total)[..., None]
+    tangent = jnp.zeros_like(value)
+    highest = jax.lax.Precision.HIGHEST
+    if not isinstance(d_coefficients, SymbolicZero):
+        weighted = jnp.matmul(exponentials, d_coefficients.T, precision=highest)
+        tangent = tangent + jnp.sum(features * inverse_total * weighted, axis=-1)
+    if not isinstance(d_features, SymbolicZero):
+        weighted = jnp.matmul(exponentials, coefficients.T, precision=highest)
+        tangent = tangent + jnp.sum(d_features * inverse_total * weighted, axis=-1)
+    return value, tangent
+
+
+_logsumexp_matmul.defjvp(_logsumexp_matmul_jvp, symbolic_zeros=True)
 
 
 def log_stick_breaking(log_sticks, log1m_sticks):
@@ -230,6 +296,33 @@ class GaussianMixture(Distribution):
     Data are scalars (``loc`` of shape ``(K,)``) or vectors with a diagonal
     covariance (``loc`` of shape ``(K, D)``).
 
+    Each component's log joint is a quadratic in the data, so all of them are
+    one matrix product of features :math:`[x_d^2, x_d, 1]` against
+    per-component coefficients; only the ``logsumexp`` touches each
+    (point, component) pair again. The features are taken of
+    :math:`x' = (x - c) / u` for a centre :math:`c` and a unit :math:`u`:
+
+    .. math::
+
+        \log w_k + \log \mathcal{N}(x \mid \mu_k, \sigma_k)
+            = \sum_d \Big[-\frac{x_d'^2}{2\sigma_{kd}'^2}
+                + \frac{\mu_{kd}' x_d'}{\sigma_{kd}'^2}
+                - \frac{\mu_{kd}'^2}{2\sigma_{kd}'^2} - \log \sigma_{kd}
+                - \tfrac12 \log 2\pi\Big] + \log w_k,
+
+    with :math:`\mu' = (\mu - c) / u` and :math:`\sigma' = \sigma / u`. The
+    value does not depend on :math:`c` and :math:`u`, and neither does its
+    gradient (they are held constant under autodiff); they keep the
+    expanded square from cancelling away float32 digits when the data sit
+    far from zero, and its terms inside the float32 range whatever the data's
+    units. Results are in data units.
+
+    What the expanded square still costs in float32 is a rounding error of
+    about :math:`\epsilon\,(|x'| + |\mu_k'|)^2 / (2\sigma_k'^2)` in
+    component k's term, which the direct form does not have: about 2e-3 nats
+    at points of a component a hundred of its own widths from the centre,
+    0.2 nats at a thousand widths. float64 has room for that.
+
     Parameters
     ----------
     weights : Float[Array, "K"]
@@ -238,6 +331,12 @@ class GaussianMixture(Distribution):
         Component means.
     scale : Float[Array, "K"] or Float[Array, "K D"]
         Component standard deviations, positive.
+    center : float or Float[Array, "D"], optional
+        Where the data are centred before the quadratic forms: any value near
+        the data works. Default: the mean of ``loc`` over the components.
+    unit : float or Float[Array, "D"], optional
+        Positive; what the centred data are divided by. Default: the geometric
+        mean of ``scale`` over the components.
 
     Examples
     --------
@@ -245,45 +344,89 @@ class GaussianMixture(Distribution):
     >>> mixture = GaussianMixture(jnp.array([0.5, 0.5]), jnp.zeros(2), jnp.ones(2))
     >>> round(float(mixture.log_prob(0.0)), 4)
     -0.9189
+    >>> shifted = GaussianMixture(
+    ...     jnp.array([0.5, 0.5]), 1e6 + jnp.zeros(2), jnp.ones(2), center=1e6, unit=2.0
+    ... )
+    >>> round(float(shifted.log_prob(1e6)), 4)
+    -0.9189
     """
 
     arg_constraints = {
         "weights": constraints.simplex,
         "loc": constraints.real,
         "scale": constraints.positive,
+        "center": constraints.real,
+        "unit": constraints.positive,
     }
     support = constraints.real
-    pytree_data_fields = ("weights", "loc", "scale")
+    pytree_data_fields = ("weights", "loc", "scale", "center", "unit")
     pytree_aux_fields = ("is_vector",)
 
-    def __init__(self, weights, loc, scale, *, validate_args=None):
+    def __init__(
+        self, weights, loc, scale, *, center=None, unit=None, validate_args=None
+    ):
         weights, loc, scale = jnp.asarray(weights), jnp.asarray(loc), jnp.asarray(scale)
         self.is_vector = loc.ndim >= 2
         loc, scale = promote_shapes(loc, scale)
         loc, scale = jnp.broadcast_arrays(loc, scale)
         self.weights, self.loc, self.scale = weights, loc, scale
         event_shape = loc.shape[-1:] if self.is_vector else ()
+        if center is None:
+            center = jnp.mean(loc, axis=0)
+        if unit is None:
+            unit = jnp.exp(jnp.mean(jnp.log(scale), axis=0))
+        self.center = _event_array("center", center, event_shape)
+        self.unit = _event_array("unit", unit, event_shape)
         if self.is_vector:
             self.support = constraints.real_vector
         super().__init__(
             batch_shape=(), event_shape=event_shape, validate_args=validate_args
         )
 
-    def component_log_prob(self, value):
-        """Per-component log densities plus log weights, shape ``value.shape[:-1] + (K,)``."""
-        value = jnp.asarray(value)
+    def _coefficients(self, center, unit):
+        """Rows ``-1/(2 s'^2)``, ``m'/s'^2`` (one per dimension each) and ``const + log w``: (F, K)."""
+        loc = (self.loc - center) / unit
+        precision = (unit / self.scale) ** 2
+        linear = loc * precision
+        constant = -0.5 * loc * linear - jnp.log(self.scale) - _HALF_LOG_2PI
         if self.is_vector:
-            x = value[..., None, :]
+            constant = jnp.sum(constant, axis=-1)
+            quadratic, linear = -0.5 * precision.T, linear.T
         else:
-            x = value[..., None]
-        z = (x - self.loc) / self.scale
-        log_normal = -0.5 * z**2 - jnp.log(self.scale) - 0.5 * jnp.log(2 * jnp.pi)
-        if self.is_vector:
-            log_normal = jnp.sum(log_normal, -1)
-        return _safe_log(self.weights) + log_normal
+            quadratic, linear = (-0.5 * precision)[None], linear[None]
+        return jnp.concatenate(
+            [quadratic, linear, (constant + _safe_log(self.weights))[None]], axis=0
+        )
+
+    def component_log_prob(self, value):
+        """Per-component log densities plus log weights: ``log w_k + log N(x | k)``.
+
+        Parameters
+        ----------
+        value : Float[Array, "..."] or Float[Array, "... D"]
+            Points.
+
+        Returns
+        -------
+        Float[Array, "... K"]
+            ``value.shape + (K,)`` for scalar data, ``value.shape[:-1] + (K,)``
+            for vectors.
+        """
+        features, coefficients = self._features_and_coefficients(value)
+        return jnp.matmul(features, coefficients, precision=jax.lax.Precision.HIGHEST)
 
     def log_prob(self, value):
-        return logsumexp(self.component_log_prob(value), axis=-1)
+        return _logsumexp_matmul(*self._features_and_coefficients(value))
+
+    def _features_and_coefficients(self, value):
+        # The density does not depend on the frame, so neither does its gradient.
+        center = jax.lax.stop_gradient(self.center)
+        unit = jax.lax.stop_gradient(self.unit)
+        x = (jnp.asarray(value) - center) / unit
+        if not self.is_vector:
+            x = x[..., None]
+        features = jnp.concatenate([x * x, x, jnp.ones_like(x[..., :1])], axis=-1)
+        return features, self._coefficients(center, unit)
 
     def sample_with_intermediates(self, key, sample_shape=()):
         key_label, key_noise = jax.random.split(key)

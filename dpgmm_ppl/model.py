@@ -88,5 +88,11 @@ def dpgmm(data=None, *, num_components=25, priors=None, num_data=None, dim=None)
         scale = numpyro.deterministic(
             "scale", jnp.broadcast_to(fixed, (num_components,) + event_shape)
         )
+    # The likelihood's quadratic forms are evaluated on data centred and scaled
+    # by the location prior, so float32 keeps its digits whatever the data's
+    # offset and units; the density itself is in data units.
+    likelihood = GaussianMixture(
+        weights, loc, scale, center=priors.loc_mean, unit=priors.loc_scale
+    )
     with numpyro.plate("data", num_data):
-        numpyro.sample("obs", GaussianMixture(weights, loc, scale), obs=data)
+        numpyro.sample("obs", likelihood, obs=data)
