@@ -257,9 +257,9 @@ class StickBreakingWeights(Distribution):
         # Beta(1, a) has 1 - V = U ** (1 / a), so log(1 - V) = log(U) / a is exact
         # in log space even when V rounds to 1 in float32.
         shape = sample_shape + self.batch_shape + (self.num_components - 1,)
-        uniform = jax.random.uniform(
-            key, shape, minval=jnp.finfo(jnp.result_type(float)).tiny
-        )
+        # In the concentration's precision (float32 stays float32 under x64).
+        dtype = jnp.result_type(self.concentration, float)
+        uniform = jax.random.uniform(key, shape, dtype, minval=jnp.finfo(dtype).tiny)
         log1m_sticks = jnp.log(uniform) / self.concentration[..., None]
         log_sticks = jnp.log(-jnp.expm1(log1m_sticks))
         return jnp.exp(log_stick_breaking(log_sticks, log1m_sticks))
