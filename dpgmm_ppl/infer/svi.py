@@ -19,15 +19,8 @@ NumPyro's ``Trace_ELBO`` with ``AutoNormal`` (``guide="diagonal"``),
 ``AutoMultivariateNormal`` (``"full"``), whose guides live on the same
 unconstrained space through the same ``biject_to`` transforms.
 
-Families (:func:`make_guide`), a :class:`Guide` of pure functions each:
-
-``"diagonal"``
-    mean and one scale per coordinate, :math:`L = \operatorname{diag}(s)`.
-``"lowrank"``
-    :math:`\Sigma = W W^\top + \operatorname{diag}(d^2)`, ``W`` of shape
-    ``(dim, rank)``; the entropy by the matrix determinant lemma.
-``"full"``
-    a Cholesky factor with a positive diagonal.
+The families (``"diagonal"``, ``"lowrank"``, ``"full"``) are in
+:mod:`dpgmm_ppl.infer.guides`.
 
 Every restart (chain) starts from its own k-means++ seeding with small
 scales, runs the optimiser inside ``lax.scan`` (any
