@@ -179,16 +179,19 @@ class Fit:
             )
         return x.astype(self.data.dtype, copy=False)
 
-    def _select(self, chain):
-        if chain is None:
-            return self.samples
+    def _check_chain(self, chain) -> int:
+        """``chain`` as a non-negative index, or a clear error; negative counts from the end."""
         if isinstance(chain, (bool, np.bool_)) or not isinstance(chain, (int, np.integer)):
             raise TypeError(f"chain must be an int or None, got {chain!r}")
         if not -self.num_chains <= chain < self.num_chains:
-            raise ValueError(
-                f"chain must be in [0, {self.num_chains}), got {chain}"
-            )
-        return {name: value[chain : chain + 1 or None] for name, value in self.samples.items()}
+            raise ValueError(f"chain must be in [0, {self.num_chains}), got {chain}")
+        return int(chain) % self.num_chains
+
+    def _select(self, chain):
+        if chain is None:
+            return self.samples
+        index = self._check_chain(chain)
+        return {name: value[index : index + 1] for name, value in self.samples.items()}
 
     def log_predictive_density(self, x, *, chain=None):
         """Per-point log predictive density of new data.

@@ -35,13 +35,7 @@ def data_1d(fit, data):
 
 def chain_index(fit, chain):
     """``chain`` as a non-negative index; ``None`` means the best chain."""
-    if chain is None:
-        return fit.best_chain
-    if isinstance(chain, (bool, np.bool_)) or not isinstance(chain, (int, np.integer)):
-        raise TypeError(f"chain must be an int or None, got {chain!r}")
-    if not -fit.num_chains <= chain < fit.num_chains:
-        raise ValueError(f"chain must be in [0, {fit.num_chains}), got {chain}")
-    return int(chain) % fit.num_chains
+    return fit.best_chain if chain is None else fit._check_chain(chain)
 
 
 def density_grid(data):
