@@ -5,6 +5,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# pytest-xdist workers, one test file per worker at a time (--dist loadfile), so
+# that fits shared within a file are computed once. TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= 2
 
 .PHONY: demo test install clean
 
@@ -22,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/dpgmm-ppl demo --out demo-output
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

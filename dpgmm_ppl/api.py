@@ -12,6 +12,7 @@ from dpgmm_ppl.density import build_log_density
 from dpgmm_ppl.fit import Fit
 from dpgmm_ppl.infer import BACKENDS
 from dpgmm_ppl.priors import Priors
+from dpgmm_ppl.sharding import check_mesh
 
 __all__ = ["fit"]
 
@@ -36,6 +37,7 @@ def fit(
     num_components=25,
     num_chains=1,
     priors=None,
+    mesh=None,
     **backend_options,
 ) -> Fit:
     """Fit the DP-GMM to ``data`` with one of the backends.
@@ -63,6 +65,13 @@ def fit(
         Independent restarts (MAP) or chains.
     priors : Priors, optional
         Hyperparameters; defaults are scaled from the data.
+    mesh : jax.sharding.Mesh, optional
+        Split the data's rows across the devices of the mesh's ``"data"``
+        axis (:mod:`dpgmm_ppl.sharding`; ``dpgmm_ppl.sharding.data_mesh()``
+        makes one over every device). The log-density is then partitioned
+        by XLA and the parameters replicated; the result is the same fit.
+        Not with ``backend="svi"`` and ``batch_size``, which streams batches
+        from the host instead.
     **backend_options
         MAP: ``optimizer`` (an ``optax.GradientTransformation``, default
         ``optax.adam(0.05)``), ``num_steps`` (10,000), ``history_every`` (50),
@@ -71,7 +80,10 @@ def fit(
         SVI: ``guide`` (``"diagonal"``, ``"lowrank"``, ``"full"``), ``rank``,
         ``optimizer``, ``num_steps``, ``num_particles``, ``num_samples``,
         ``history_every``, ``chain_method``, ``parameterization``
-        (``"centered"``, the default, or ``"noncentered"``).
+        (``"centered"``, the default, or ``"noncentered"``), ``batch_size``
+        (``None``, the default, uses every point in every step; an int
+        streams minibatches of that many points from the host, the
+        likelihood scaled up to the whole data set).
         NUTS: ``num_warmup``, ``num_samples``, ``target_accept_prob``,
         ``dense_mass``, ``max_tree_depth``, ``chain_method``, ``num_init_steps``
         (Adam steps that descend each chain's k-means++ starts; 0 for none),
@@ -92,16 +104,20 @@ def fit(
     >>> import numpy as np
     >>> x = np.concatenate([np.linspace(-6, -4, 50), np.linspace(4, 6, 50)])
     >>> result = fit(x, num_components=5, num_steps=500)
-    >>> sorted(round(float(v)) for v, w in zip(result.samples["loc"][0, 0],
-    ...     result.samples["weights"][0, 0]) if w > 0.1)
+    >>> sorted({round(float(v)) for v, w in zip(result.samples["loc"][0, 0],
+    ...     result.samples["weights"][0, 0]) if w > 0.1})
     [-5, 5]
+    >>> labels = result.predict(x)  # no component spans both groups
+    >>> set(labels[:50].tolist()) & set(labels[50:].tolist())
+    set()
     """
     if not isinstance(backend, str) or backend not in BACKENDS:
         raise ValueError(
             f"backend must be one of {sorted(BACKENDS)}, got {backend!r}"
         )
     algorithm = BACKENDS[backend]
-    data = check_data(data)
+    # Float32 unless x64 is on; converted once, here, and kept as the fit's data.
+    data = check_data(data).astype(jax.numpy.result_type(float), copy=False)
     num_components = check_positive_int("num_components", num_components)
     num_chains = check_positive_int("num_chains", num_chains)
     key = check_rng_key(rng_key)
@@ -111,6 +127,18 @@ def fit(
             f"priors must be a dpgmm_ppl.Priors, got {type(priors).__name__}"
         )
     options = _resolve_options(algorithm, backend_options)
+    batch_size = options.get("batch_size")
+    if batch_size is not None and batch_size > data.shape[0]:
+        raise ValueError(
+            f"batch_size must be at most the number of points ({data.shape[0]}), got {batch_size}"
+        )
+    if mesh is not None:
+        check_mesh(mesh)
+        if batch_size is not None:
+            raise ValueError(
+                "mesh and batch_size exclude each other: minibatch SVI streams batches "
+                "from the host; fit on a mesh with batch_size=None"
+            )
     if num_components > data.shape[0]:
         warnings.warn(
             f"num_components={num_components} exceeds the number of points "
@@ -122,6 +150,8 @@ def fit(
     density = build_log_density(
         data, num_components=num_components, priors=priors,
         parameterization=options.get("parameterization", "centered"),
+        mesh=mesh,
+        keep_data_on_host=batch_size is not None,
     )
     output = algorithm.run(key, density, num_chains=num_chains, **options)
     constrain_all = jax.jit(jax.vmap(jax.vmap(density.constrain_fn)))
@@ -130,7 +160,7 @@ def fit(
         backend=backend,
         samples=samples,
         sample_stats={k: np.asarray(v) for k, v in output.sample_stats.items()},
-        data=np.asarray(density.data),
+        data=np.asarray(data),
         num_components=num_components,
         priors=density.priors,
         losses=None if output.losses is None else np.asarray(output.losses),

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 
 from dpgmm_ppl._arviz import make_inference_data
 from dpgmm_ppl.fit import mixture_log_density
 
-__all__ = ["FORMAT_VERSION", "PERMUTATION_STAT", "fit_metadata", "fit_to_arviz"]
+__all__ = [
+    "FORMAT_VERSION", "MAX_LOG_LIKELIHOOD_VALUES", "PERMUTATION_STAT", "fit_metadata",
+    "fit_to_arviz",
+]
 
 #: Version of the layout of saved fits; bumped when it changes incompatibly.
 FORMAT_VERSION = 1
 
 #: ``sample_stats`` variable holding ``Fit.permutations``, dims (chain, draw, component).
 PERMUTATION_STAT = "permutation"
+
+#: Above this many (chain x draw x point) values, ``log_likelihood="auto"`` leaves the
+#: pointwise group out (4e7 float32 values are 160 MB).
+MAX_LOG_LIKELIHOOD_VALUES = 40_000_000
 
 _SITE_DIMS = {"alpha": (), "weights": ("component",), "loc": ("component",), "scale": ("component",)}
 
@@ -36,12 +44,37 @@ def _site_dims(fit, name, lead):
     return dims
 
 
-def fit_to_arviz(fit):
+def _include_log_likelihood(fit, log_likelihood):
+    if log_likelihood not in (True, False, "auto"):
+        raise ValueError(
+            f"log_likelihood must be True, False or 'auto', got {log_likelihood!r}"
+        )
+    if log_likelihood != "auto":
+        return log_likelihood
+    size = fit.num_chains * fit.num_draws * fit.data.shape[0]
+    if size > MAX_LOG_LIKELIHOOD_VALUES:
+        warnings.warn(
+            f"the pointwise log-likelihood would hold {size:,} values "
+            f"({fit.num_chains} chains x {fit.num_draws} draws x {fit.data.shape[0]:,} "
+            "points); the log_likelihood group is left out. Pass log_likelihood=True "
+            "to build it anyway, or thin the draws first.",
+            UserWarning,
+            stacklevel=4,
+        )
+        return False
+    return True
+
+
+def fit_to_arviz(fit, *, log_likelihood="auto"):
     """Build ``posterior``, ``sample_stats``, ``log_likelihood``, ``observed_data``
     and, for optimisers, ``optimization`` groups from a fit.
 
     A relabelled fit's ``permutations`` go into ``sample_stats`` as
-    ``permutation`` with dims ``(chain, draw, component)``."""
+    ``permutation`` with dims ``(chain, draw, component)``. ``log_likelihood``
+    is ``True``, ``False`` or ``"auto"`` (included unless it would hold more
+    than :data:`MAX_LOG_LIKELIHOOD_VALUES` values, as a minibatch fit of
+    millions of points would)."""
+    include_log_likelihood = _include_log_likelihood(fit, log_likelihood)
     sample_dims = ("chain", "draw")
     coords = {
         "chain": np.arange(fit.num_chains),
@@ -65,17 +98,14 @@ def fit_to_arviz(fit):
     if fit.dim is not None:
         obs_coords["dim"] = coords["dim"]
     observed = _dataset({"obs": (obs_dims, fit.data)}, obs_coords)
-    pointwise = mixture_log_density(fit.samples, fit.data)
-    log_likelihood = _dataset(
-        {"obs": (sample_dims + ("obs_id",), pointwise)},
-        {**{key: coords[key] for key in sample_dims}, "obs_id": obs_coords["obs_id"]},
-    )
-    groups = {
-        "posterior": posterior,
-        "sample_stats": stats,
-        "log_likelihood": log_likelihood,
-        "observed_data": observed,
-    }
+    groups = {"posterior": posterior, "sample_stats": stats}
+    if include_log_likelihood:
+        pointwise = mixture_log_density(fit.samples, fit.data)
+        groups["log_likelihood"] = _dataset(
+            {"obs": (sample_dims + ("obs_id",), pointwise)},
+            {**{key: coords[key] for key in sample_dims}, "obs_id": obs_coords["obs_id"]},
+        )
+    groups["observed_data"] = observed
     if fit.losses is not None:
         optimization = {"loss": (("chain", "step"), fit.losses)}
         for name, value in (fit.history or {}).items():

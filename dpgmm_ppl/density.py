@@ -24,6 +24,7 @@ from numpyro.infer.util import constrain_fn, log_density, potential_energy, unco
 from dpgmm_ppl.model import dpgmm
 from dpgmm_ppl.priors import Priors
 from dpgmm_ppl.reparam import NonCenteredStickBreaking, exponentials_from_weights
+from dpgmm_ppl.sharding import shard_data
 
 __all__ = ["LogDensity", "build_log_density", "LATENT_SITES", "PARAMETERIZATIONS"]
 
@@ -56,6 +57,11 @@ class LogDensity(NamedTuple):
         ``potential_fn(position, data)``: minus the log joint density of the
         unconstrained position, log-Jacobian of the transforms included. This
         is what NUTS and SVI evaluate.
+    minibatch_potential_fn : Callable[[dict, Array], Array]
+        ``minibatch_potential_fn(position, batch)``: the potential with the
+        log-likelihood of ``batch`` scaled by ``num_data / len(batch)``, an
+        unbiased estimate of ``potential_fn`` when the batch's rows are drawn
+        uniformly from the data (stochastic VI).
     log_joint_fn : Callable[[dict, Array], Array]
         ``log_joint_fn(position, data)``: the log joint density of the
         constrained values, without the Jacobian; the same function of
@@ -70,10 +76,12 @@ class LogDensity(NamedTuple):
     """
 
     data: Any
+    num_data: int
     model_kwargs: dict
     parameterization: str
     init_position: dict
     potential_fn: Callable
+    minibatch_potential_fn: Callable
     log_joint_fn: Callable
     constrain_fn: Callable
     unconstrain_fn: Callable
@@ -100,8 +108,13 @@ def _counted(name, counts):
     return decorate
 
 
+#: Rows that :func:`_quantile_init` looks at: an evenly strided subset of larger data.
+_INIT_ROWS = 100_000
+
+
 def _quantile_init(data, num_components, priors):
     """A cheap, deterministic starting point computed on the host."""
+    data = data[:: max(1, data.shape[0] // _INIT_ROWS)]
     levels = (np.arange(num_components) + 0.5) / num_components
     loc = np.quantile(data, levels, axis=0).astype(data.dtype)
     mode = np.asarray(priors.scale_rate) / (priors.scale_shape + 1.0)
@@ -115,7 +128,14 @@ def _quantile_init(data, num_components, priors):
 
 
 def build_log_density(
-    data, *, num_components, priors=None, parameterization="centered", rng_key=None
+    data,
+    *,
+    num_components,
+    priors=None,
+    parameterization="centered",
+    mesh=None,
+    keep_data_on_host=False,
+    rng_key=None,
 ) -> LogDensity:
     """Trace the DP-GMM once on ``data`` and return its shared log-density.
 
@@ -140,6 +160,13 @@ def build_log_density(
         :class:`~dpgmm_ppl.reparam.NonCenteredStickBreaking`, coordinates
         ``log e_k`` whose prior does not depend on ``alpha``; the position
         holds ``weights_exponentials`` instead of ``weights``.
+    mesh : jax.sharding.Mesh, optional
+        Split the data's rows across the mesh's ``"data"`` axis
+        (:func:`dpgmm_ppl.sharding.shard_data`); the jitted functions then
+        run partitioned across its devices, the parameters replicated.
+    keep_data_on_host : bool
+        Keep ``data`` as a NumPy array instead of copying it to the device;
+        for minibatch SVI, which streams batches of it.
     rng_key : PRNGKey, optional
         Unused; kept so that callers can pass one key to every builder.
 
@@ -159,8 +186,13 @@ def build_log_density(
         raise ValueError(
             f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}"
         )
-    data = jnp.asarray(data, dtype=jnp.result_type(float))
+    dtype = jnp.result_type(float)
+    data = np.asarray(data, dtype=dtype) if keep_data_on_host else jnp.asarray(data, dtype=dtype)
     priors = (Priors() if priors is None else priors).resolve(data)
+    num_data = int(data.shape[0])
+    init_values = _quantile_init(np.asarray(data), num_components, priors)
+    if mesh is not None:
+        data, num_data = shard_data(data, mesh)
     model_kwargs = {"num_components": num_components, "priors": priors}
     if parameterization == "noncentered":
         model = handlers.reparam(dpgmm, config={"weights": NonCenteredStickBreaking()})
@@ -176,12 +208,26 @@ def build_log_density(
         for name, site in model_trace.items()
         if site["type"] == "sample" and not site["is_observed"]
     ]
-    counts = {"potential_fn": 0, "log_joint_fn": 0, "constrain_fn": 0}
+    counts = {
+        "potential_fn": 0, "minibatch_potential_fn": 0, "log_joint_fn": 0, "constrain_fn": 0
+    }
+
+    def data_kwargs(data):
+        # Rows past ``num_data`` are the padding of a sharded data set.
+        if data.shape[0] > num_data:
+            return {"data": data, "mask": jnp.arange(data.shape[0]) < num_data}
+        return {"data": data}
 
     @jax.jit
     @_counted("potential_fn", counts)
     def potential(position, data):
-        return potential_energy(model, (), {"data": data, **model_kwargs}, position)
+        return potential_energy(model, (), {**data_kwargs(data), **model_kwargs}, position)
+
+    @jax.jit
+    @_counted("minibatch_potential_fn", counts)
+    def minibatch_potential(position, batch):
+        kwargs = {"data": batch, "num_data": num_data, **model_kwargs}
+        return potential_energy(model, (), kwargs, position)
 
     @jax.jit
     @_counted("constrain_fn", counts)
@@ -195,7 +241,9 @@ def build_log_density(
     @_counted("log_joint_fn", counts)
     def log_joint(position, data):
         values = constrain(position)
-        log_joint_value, _ = log_density(dpgmm, (), {"data": data, **model_kwargs}, values)
+        log_joint_value, _ = log_density(
+            dpgmm, (), {**data_kwargs(data), **model_kwargs}, values
+        )
         return log_joint_value
 
     def unconstrain_eager(values):
@@ -209,14 +257,14 @@ def build_log_density(
 
     unconstrain = jax.jit(unconstrain_eager)
 
-    init_values = _quantile_init(np.asarray(data), num_components, priors)
-
     return LogDensity(
         data=data,
+        num_data=num_data,
         model_kwargs=model_kwargs,
         parameterization=parameterization,
         init_position=unconstrain_eager(init_values),
         potential_fn=potential,
+        minibatch_potential_fn=minibatch_potential,
         log_joint_fn=log_joint,
         constrain_fn=constrain,
         unconstrain_fn=unconstrain,

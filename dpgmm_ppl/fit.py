@@ -286,14 +286,22 @@ class Fit:
 
         return save(self, path)
 
-    def to_arviz(self):
+    def to_arviz(self, *, log_likelihood="auto"):
         """The fit as ArviZ data (``InferenceData`` on ArviZ 0.x, ``DataTree`` on 1.x).
 
         Groups: ``posterior`` (``alpha``, ``weights``, ``loc``, ``scale``, with
         a ``component`` dimension), ``sample_stats``, ``log_likelihood``
         (``obs``, pointwise), ``observed_data`` and, for optimising backends,
         ``optimization`` (the loss of every step and the parameter history).
+
+        Parameters
+        ----------
+        log_likelihood : {"auto", True, False}
+            Whether to build the pointwise ``log_likelihood`` group (for
+            ``az.loo``). ``"auto"`` builds it unless it would exceed
+            :data:`~dpgmm_ppl.arviz_io.MAX_LOG_LIKELIHOOD_VALUES` values
+            (chains x draws x points), and warns when it leaves it out.
         """
         from dpgmm_ppl.arviz_io import fit_to_arviz
 
-        return fit_to_arviz(self)
+        return fit_to_arviz(self, log_likelihood=log_likelihood)

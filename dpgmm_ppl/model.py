@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
+from numpyro import handlers
 
 from dpgmm_ppl.distributions import GaussianMixture, StickBreakingWeights
 from dpgmm_ppl.priors import Priors
@@ -12,7 +15,7 @@ from dpgmm_ppl.priors import Priors
 __all__ = ["dpgmm"]
 
 
-def dpgmm(data=None, *, num_components=25, priors=None, num_data=None, dim=None):
+def dpgmm(data=None, *, num_components=25, priors=None, num_data=None, dim=None, mask=None):
     r"""Dirichlet-process Gaussian mixture, truncated at ``num_components``.
 
     .. math::
@@ -41,10 +44,19 @@ def dpgmm(data=None, *, num_components=25, priors=None, num_data=None, dim=None)
         (see :class:`~dpgmm_ppl.Priors`), or from a standardised scale
         (mean 0, standard deviation 1) when ``data`` is ``None``.
     num_data : int, optional
-        Number of observations to draw when ``data`` is ``None``.
+        When ``data`` is ``None``: the number of observations to draw. When
+        ``data`` is given: the size of the whole data set of which ``data``
+        is a minibatch; the log-likelihood of the batch is then scaled by
+        ``num_data / len(data)`` (an unbiased estimate of the full one, as
+        NumPyro's ``plate(..., subsample_size=...)`` does), so the model can
+        be fitted by stochastic VI on batches streamed from the host.
     dim : int, optional
         Dimension of each observation when ``data`` is ``None``; ``None``
         draws scalars, shape ``(num_data,)``.
+    mask : Bool[Array, "N"], optional
+        Points whose entry is ``False`` do not enter the likelihood (padding
+        rows, for example, which let a data set be split evenly across
+        devices; see :mod:`dpgmm_ppl.sharding`).
 
     Examples
     --------
@@ -58,8 +70,13 @@ def dpgmm(data=None, *, num_components=25, priors=None, num_data=None, dim=None)
     priors = Priors() if priors is None else priors
     if not isinstance(priors, Priors):
         raise TypeError(f"priors must be a dpgmm_ppl.Priors, got {type(priors).__name__}")
+    likelihood_scale = None
     if data is not None:
         data = jnp.asarray(data)
+        if num_data is not None:
+            if isinstance(num_data, int) and num_data < 1:
+                raise ValueError(f"num_data must be a positive int, got {num_data}")
+            likelihood_scale = num_data / data.shape[0]
         num_data = data.shape[0]
         event_shape = data.shape[1:]
     else:
@@ -94,5 +111,10 @@ def dpgmm(data=None, *, num_components=25, priors=None, num_data=None, dim=None)
     likelihood = GaussianMixture(
         weights, loc, scale, center=priors.loc_mean, unit=priors.loc_scale
     )
+    observe = functools.partial(numpyro.sample, "obs", likelihood, obs=data)
+    if mask is not None:
+        observe = handlers.mask(observe, mask=mask)
+    if likelihood_scale is not None:
+        observe = handlers.scale(observe, scale=likelihood_scale)
     with numpyro.plate("data", num_data):
-        numpyro.sample("obs", likelihood, obs=data)
+        observe()

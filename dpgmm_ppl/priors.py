@@ -61,9 +61,7 @@ class Priors:
 
     Examples
     --------
-    >>> import jax
-import jax.numpy as jnp
-import numpy as np
+    >>> import numpy as np
     >>> priors = Priors().resolve(np.array([0.0, 2.0, 4.0, 6.0]))
     >>> float(priors.loc_mean), round(float(priors.loc_scale), 3)
     (3.0, 4.472)

@@ -4,7 +4,6 @@ Marked slow (about a minute): CI's default-Python leg runs it, the 3.12+
 leg, which deselects the slow checks, does not.
 """
 
-import os
 import pathlib
 
 import pytest

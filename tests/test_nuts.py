@@ -1,5 +1,6 @@
 """backend="nuts": an exact posterior, two clusters, the divergence warning,
-option checks, reproducibility and the trace count, and the seed data (slow)."""
+option checks, reproducibility and the trace count.
+The seed-data check is in test_seed_data.py."""
 
 import warnings
 
@@ -10,7 +11,6 @@ from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 
 import dpgmm_ppl
 from dpgmm_ppl import density as density_module
-from dpgmm_ppl.datasets import seed_mixture
 from dpgmm_ppl.infer.nuts import NUTS, _resolve_chain_method
 
 STAT_NAMES = {"lp", "diverging", "acceptance_rate", "n_steps", "tree_depth", "step_size", "energy"}
@@ -205,35 +205,3 @@ def test_default_chain_method_uses_devices_when_there_are_enough():
     assert _resolve_chain_method("sequential", 1) == "sequential"
     assert set(NUTS.defaults) >= {"num_warmup", "num_samples", "target_accept_prob",
                                   "dense_mass", "max_tree_depth", "chain_method"}
-
-
-@pytest.mark.slow
-def test_seed_data_four_chains_agree_and_predict_like_the_true_mixture(seed_nuts_fit, seed_map_fit):
-    """The acceptance check on the notebook's 19,000 points, NUTS at its defaults.
-
-    Four components, not 25: with 25, every draw ran to depth 10 (1023
-    leapfrog steps), 527 s for 250 iterations of one chain on 2 shared CPU
-    cores (see :mod:`dpgmm_ppl.infer.nuts`).
-    """
-    truth, fit, runtime_warnings = seed_nuts_fit
-    _, map_fit = seed_map_fit
-    assert not runtime_warnings, [str(w.message) for w in runtime_warnings]  # no divergence
-    stats = fit.sample_stats
-    print("timing:", fit.timing, "mean leapfrog steps:", stats["n_steps"].mean())
-    assert not stats["diverging"].any()
-    for name, value in (("alpha", fit.samples["alpha"]), ("lp", stats["lp"])):
-        rhat = float(split_gelman_rubin(value))
-        print(name, "R-hat", rhat, "ESS", float(effective_sample_size(value)))
-        assert rhat < 1.05, (name, rhat)
-    heldout = truth.sample(2026).data
-    nuts_score = np.mean(fit.log_predictive_density(heldout))
-    gap = np.mean(truth.log_density(heldout)) - nuts_score
-    map_score = np.mean(map_fit.log_predictive_density(heldout, chain=map_fit.best_chain))
-    print("held-out gap (nats):", gap, "NUTS minus MAP:", nuts_score - map_score)
-    assert gap < 0.0006
-    assert nuts_score >= map_score
-    weights = fit.samples["weights"].mean(axis=(0, 1))
-    loc = np.median(fit.samples["loc"], axis=(0, 1))
-    order = np.argsort(loc)
-    np.testing.assert_allclose(loc[order], np.sort(truth.loc), atol=0.1)
-    np.testing.assert_allclose(weights[order], truth.weights[np.argsort(truth.loc)], atol=0.02)

@@ -140,7 +140,8 @@ def run_map(
     def restart(key, data):
         # Seeding, optimisation and the final evaluations form one compiled
         # program: every separate jit would cost its own XLA compilation.
-        seeded = kmeanspp_init(key, data, num_components, priors)
+        # The seeding skips the padding rows of a sharded data set.
+        seeded = kmeanspp_init(key, data[: density.num_data], num_components, priors)
         position, losses, frames = run_chain(density.unconstrain_fn(seeded), data)
         stats = {
             "lp": -density.potential_fn(position, data),
@@ -162,7 +163,7 @@ def run_map(
     run_seconds = time.perf_counter() - start
 
     steps = history_steps(num_steps, history_every)
-    _warn_on_failure(losses, history, steps, np.std(np.asarray(density.data), axis=0))
+    _warn_on_failure(losses, history, steps, np.std(np.asarray(density.data)[: density.num_data], axis=0))
     add_draw_axis = lambda tree: jax.tree_util.tree_map(lambda leaf: leaf[:, None], tree)
     return BackendOutput(
         positions=add_draw_axis(positions),

@@ -112,9 +112,19 @@ class _CompileTimer:
         return total
 
 
-def _resolve_chain_method(chain_method, num_chains):
+def _resolve_chain_method(chain_method, num_chains, data=None):
+    """Chains across devices when there are enough, unless the data already are."""
+    sharded = isinstance(data, jax.Array) and len(data.sharding.device_set) > 1
     if chain_method is None:
+        if sharded:
+            return "vectorized"
         return "parallel" if jax.local_device_count() >= num_chains else "vectorized"
+    if chain_method == "parallel" and sharded:
+        raise ValueError(
+            "chain_method='parallel' puts one chain on each device, but the data are "
+            "sharded across devices (mesh=...); use chain_method='vectorized' or "
+            "'sequential' with a mesh, or no mesh to spread the chains"
+        )
     return chain_method
 
 
@@ -158,8 +168,9 @@ def _init_positions(rng_key, density, num_chains, num_init_steps):
     """
     num_starts = num_chains * (_CANDIDATES_PER_CHAIN if num_init_steps else 1)
     keys = jax.random.split(rng_key, num_starts)
+    rows = density.data[: density.num_data]  # without a sharded data set's padding
     seed = jax.vmap(
-        lambda key: kmeanspp_init(key, density.data, density.num_components, density.priors)
+        lambda key: kmeanspp_init(key, rows, density.num_components, density.priors)
     )
     positions = jax.vmap(density.unconstrain_fn)(jax.jit(seed)(keys))
     if not num_init_steps:
@@ -260,7 +271,9 @@ def run_nuts(
         How the chains share the hardware, as in :class:`numpyro.infer.MCMC`.
         ``None`` picks ``"parallel"`` (one chain per device, under ``pmap``)
         when ``jax.local_device_count() >= num_chains``, and ``"vectorized"``
-        (chains under ``vmap``, in lockstep) otherwise. On a CPU, JAX sees a
+        (chains under ``vmap``, in lockstep) otherwise, or when the data are
+        sharded across the devices (``mesh=``), which the chains then share
+        (``"parallel"`` with sharded data is an error). On a CPU, JAX sees a
         single device unless told before it starts, for example::
 
             import numpyro
@@ -315,7 +328,7 @@ def run_nuts(
         num_warmup=num_warmup,
         num_samples=num_samples,
         num_chains=num_chains,
-        chain_method=_resolve_chain_method(chain_method, num_chains),
+        chain_method=_resolve_chain_method(chain_method, num_chains, density.data),
         progress_bar=False,
     )
     with timer:

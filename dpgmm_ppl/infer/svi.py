@@ -24,15 +24,19 @@ The families (``"diagonal"``, ``"lowrank"``, ``"full"``) are in
 
 Every restart (chain) starts from its own k-means++ seeding with small
 scales, runs the optimiser inside ``lax.scan`` (any
-``optax.GradientTransformation``), then draws ``num_samples`` positions from
-its fitted family.
+``optax.GradientTransformation``, learning-rate schedules included), then
+draws ``num_samples`` positions from its fitted family.
+
+With ``batch_size``, each step sees a minibatch streamed from the host and the
+likelihood scaled up to the whole data set (:mod:`dpgmm_ppl.infer._minibatch`):
+the way to fit millions of points.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +45,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from dpgmm_ppl._validation import check_parameterization, check_positive_int
+from dpgmm_ppl.infer._minibatch import run_minibatch_chains
 from dpgmm_ppl.infer._common import (
     check_optimizer_options,
     guarded_update,
@@ -175,7 +180,8 @@ def _make_chain_runner(density, guide, unravel, optimizer, options):
 
     def run_chain(rng_key, data):
         key_init, key_fit, key_draws = jax.random.split(rng_key, 3)
-        seed = kmeanspp_init(key_init, data, density.num_components, density.priors)
+        rows = data[: density.num_data]  # without a sharded data set's padding
+        seed = kmeanspp_init(key_init, rows, density.num_components, density.priors)
         mean = ravel_pytree(density.unconstrain_fn(seed))[0]
 
         # One scan over every step, writing a history frame in place every
@@ -210,7 +216,7 @@ def _warn_on_skipped_steps(losses):
                 f"{chain_losses.size} steps (first at step {bad[0] + 1}); those steps "
                 "were skipped. A smaller learning rate or more particles may help.",
                 RuntimeWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
 
 
@@ -228,6 +234,7 @@ def run_svi(
     history_every,
     chain_method,
     parameterization,
+    batch_size=None,
 ):
     """Fit a Gaussian family on the unconstrained space by maximising the ELBO.
 
@@ -264,6 +271,14 @@ def run_svi(
     parameterization : {"centered", "noncentered"}
         The chart of the unconstrained space; ``density`` must have been
         built in it (``ValueError`` otherwise).
+    batch_size : int or None
+        ``None``: every step evaluates the ELBO on all the data. An int:
+        every step draws this many points (with replacement) from the host
+        copy of the data and scales their log-likelihood by
+        ``N / batch_size``; restarts then run one after another, and each
+        draw's ``lp`` is estimated the same way, on one fixed set of
+        ``min(N, 65536)`` rows shared by all restarts (an unbiased estimate
+        whose error is common to every draw).
 
     Returns
     -------
@@ -309,14 +324,25 @@ def run_svi(
         "num_steps": num_steps, "num_particles": num_particles,
         "num_samples": num_samples, "history_every": history_every,
     }
+    if batch_size is not None:
+        step = build_step(
+            family, density.minibatch_potential_fn, unravel, optimizer,
+            num_particles=num_particles,
+        )
+        (positions, lp, losses, history), timing = run_minibatch_chains(
+            rng_key, num_chains, density, family, unravel, step,
+            lambda params: SVIState(params, optimizer.init(params)),
+            {**options, "batch_size": batch_size},
+        )
+        return _output(positions, lp, losses, history, num_steps, history_every, timing)
     run_chain = _make_chain_runner(density, family, unravel, optimizer, options)
+    chain_keys = jax.random.split(rng_key, num_chains)
     if resolve_optimizer_chain_method(chain_method) == "vectorized":
         run_all = jax.jit(jax.vmap(run_chain, in_axes=(0, None)))
     else:
         run_all = jax.jit(lambda keys, data: jax.lax.map(lambda key: run_chain(key, data), keys))
     # k-means++ seeding, fitting, drawing and the history's constraining are
     # one compiled program: each piece compiled apart costs as much again.
-    chain_keys = jax.random.split(rng_key, num_chains)
 
     start = time.perf_counter()
     compiled = run_all.lower(chain_keys, density.data).compile()
@@ -325,6 +351,11 @@ def run_svi(
     positions, lp, losses, history = jax.block_until_ready(compiled(chain_keys, density.data))
     run_seconds = time.perf_counter() - start
 
+    timing = {"compile_seconds": compile_seconds, "run_seconds": run_seconds}
+    return _output(positions, lp, losses, history, num_steps, history_every, timing)
+
+
+def _output(positions, lp, losses, history, num_steps, history_every, timing):
     _warn_on_skipped_steps(losses)
     return BackendOutput(
         positions=positions,
@@ -332,7 +363,7 @@ def run_svi(
         losses=losses,
         history=history,
         history_steps=history_steps(num_steps, history_every),
-        timing={"compile_seconds": compile_seconds, "run_seconds": run_seconds},
+        timing=timing,
     )
 
 
@@ -343,6 +374,8 @@ def _validate(options):
     for name in ("rank", "num_steps", "num_particles", "num_samples", "history_every"):
         check_positive_int(name, options[name])
     check_parameterization(options["parameterization"])
+    if options["batch_size"] is not None:
+        check_positive_int("batch_size", options["batch_size"])
 
 
 SVI = Backend(
@@ -357,6 +390,7 @@ SVI = Backend(
         "history_every": 50,
         "chain_method": None,
         "parameterization": "centered",
+        "batch_size": None,
     },
     run=run_svi,
     validate=_validate,
