@@ -23,6 +23,24 @@ _DATA_FIELDS = ("loc_mean", "loc_scale", "scale_rate")
 _OPTIONAL_FIELDS = ("fixed_scale",)
 
 
+#: Rows per block when the data's moments are accumulated in float64.
+_MOMENT_BLOCK = 1 << 20
+
+
+def _mean_and_std(data):
+    """Mean and standard deviation along axis 0, in float64, one block of rows at a time.
+
+    Never holds a float64 copy of the whole array (80 MB for ten million
+    float32 points), only of one block.
+    """
+    mean = data.mean(axis=0, dtype=np.float64)
+    sum_of_squares = 0.0
+    for start in range(0, data.shape[0], _MOMENT_BLOCK):
+        block = data[start : start + _MOMENT_BLOCK].astype(np.float64) - mean
+        sum_of_squares = sum_of_squares + np.sum(block * block, axis=0)
+    return mean, np.sqrt(sum_of_squares / data.shape[0])
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Priors:
     r"""Hyperparameters of the DP-GMM.
@@ -119,9 +137,11 @@ class Priors:
         """
         # Inside a user's jitted code the data can be a tracer: use jax.numpy then.
         xp = jnp if isinstance(data, jax.core.Tracer) else np
-        data = xp.asarray(data, dtype=xp.float32 if xp is jnp else np.float64)
-        mean = data.mean(axis=0)
-        std = data.std(axis=0)
+        if xp is jnp:
+            data = jnp.asarray(data, dtype=jnp.float32)
+            mean, std = data.mean(axis=0), data.std(axis=0)
+        else:
+            mean, std = _mean_and_std(np.asarray(data))
         # A constant column has no spread: fall back to its magnitude, then to 1.
         std = xp.where(std > 0, std, xp.where(xp.abs(mean) > 0, xp.abs(mean), 1.0))
         defaults = {"loc_mean": mean, "loc_scale": 2.0 * std, "scale_rate": 0.5 * std}
