@@ -173,3 +173,18 @@ def test_half_normal_scale_prior_would_not_remove_the_singularity():
     with_ours = [log_joint(s, ours) for s in scales]
     assert all(b > a for a, b in zip(with_half_normal, with_half_normal[1:]))
     assert all(b < a for a, b in zip(with_ours, with_ours[1:]))
+
+
+def test_masked_rows_leave_the_log_joint_as_scipy_computes_it_without_them(point):
+    """``mask`` drops rows from the likelihood: the model on data plus three
+    masked junk rows has the log joint scipy gives for the data alone."""
+    from numpyro.infer.util import log_density
+
+    data, values = point
+    priors = Priors().resolve(data)
+    padded = np.concatenate([data, np.float32([1e3, -7.0, 0.0])])
+    mask = np.arange(padded.size) < data.size
+    kwargs = {"num_components": 4, "priors": priors}
+    masked, _ = log_density(dpgmm, (), {"data": padded, "mask": mask, **kwargs}, values)
+    expected, _ = scipy_log_joint(values, data, priors)
+    np.testing.assert_allclose(float(masked), expected, rtol=2e-5)
