@@ -1,0 +1,217 @@
+"""Effective samples per second of NUTS: dpgmm_ppl against a stock NumPyro model.
+
+Both samplers run in this one process on the seed data (the 19,000 points of
+:func:`dpgmm_ppl.datasets.seed_mixture`), with the same number of components,
+chains, warmup and draws.
+
+``baseline``
+    The DP-GMM written by hand in plain NumPyro (``_common.handwritten_dpgmm``:
+    Gamma ``alpha``, Beta(1, alpha) sticks turned into log weights, Normal
+    locations, inverse-gamma scales, ``MixtureSameFamily`` likelihood, with
+    dpgmm_ppl's default priors resolved on the data) under
+    ``MCMC(NUTS(model), num_warmup=W, num_samples=S, num_chains=C,
+    chain_method="sequential")`` with NUTS's defaults (diagonal mass
+    matrix, target acceptance 0.8, ``init_to_uniform``) and
+    ``extra_fields=("potential_energy", "diverging", "num_steps")``;
+    ``lp = -potential_energy``.
+
+``ours``
+    ``dpgmm_ppl.fit(data, backend="nuts", num_components=K, num_chains=C,
+    num_warmup=W, num_samples=S, rng_key=0)`` with the package's defaults
+    (non-centred sticks, dense mass matrix, target acceptance 0.9, starts
+    descended from k-means++ seedings; chain method: the package's default,
+    which is the only chain for C = 1 and ``"vectorized"`` for C > 1 on one
+    CPU device); ``lp`` from ``Fit.sample_stats``.
+
+Figures
+    ESS: ``arviz.ess`` (bulk, rank-normalised, split chains, so it also works
+    with one chain) of ``alpha`` and of ``lp`` over all chains. The two
+    ``lp`` are each sampler's own log density of its unconstrained position,
+    in different charts, so their ESS compare as mixing of the log density,
+    not as the same number.
+    Seconds: the wall time of the whole call, compilation included (ours:
+    ``fit``, from the k-means++ starts to the returned ``Fit``; baseline:
+    ``mcmc.run`` and ``get_samples``), with the compilation part measured
+    apart (JAX's compile events, as ``Fit.timing`` does) and a second ESS/s
+    without it. NUTS compiles inside the run, so there is no separate warm
+    call; each sampler runs once (sampling is too slow to repeat).
+    ``ratio = ours / baseline``: for ESS/s, above 1.0 ours is better.
+    Also printed: divergences after warmup, mean leapfrog steps per draw and
+    the posterior mean of ``alpha``.
+
+This is slow: at K = 25 each draw may take about 1,000 leapfrog steps
+(19,000 points each), so the default W = S = 500, C = 1 takes hours on two
+CPU cores. ``--quick`` runs K = 4, W = S = 100.
+
+Run ``python benchmarks/nuts_ess.py`` (K = 25) or
+``python benchmarks/nuts_ess.py --quick``; ``--num-warmup``,
+``--num-samples``, ``--num-chains``, ``--num-components`` override.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+import time
+import warnings
+
+import arviz
+import jax
+import numpy as np
+from numpyro.infer import MCMC, NUTS
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import default_priors, handwritten_dpgmm, print_header, ratio  # noqa: E402
+
+import dpgmm_ppl  # noqa: E402
+from dpgmm_ppl.datasets import seed_mixture  # noqa: E402
+
+try:  # the package's timer of JAX's compile events, as used for Fit.timing
+    from dpgmm_ppl.infer.nuts import _CompileTimer  # noqa: E402
+except ImportError:  # pragma: no cover - private helper moved or renamed
+    _CompileTimer = None
+
+
+def ess(values):
+    """Bulk ESS of a ``(chain, draw)`` array; NaN if ArviZ cannot compute it."""
+    values = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(values)):
+        return float("nan")
+    try:
+        return float(arviz.ess(values, method="bulk"))
+    except Exception as error:  # noqa: BLE001 - report, do not abort the benchmark
+        print(f"  arviz.ess failed: {error}")
+        return float("nan")
+
+
+class _NoTimer:
+    seconds = float("nan")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
+
+
+def compile_timer():
+    return _CompileTimer() if _CompileTimer is not None else _NoTimer()
+
+
+def run_ours(data, args):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        start = time.perf_counter()
+        result = dpgmm_ppl.fit(
+            data, backend="nuts", num_components=args.num_components,
+            num_chains=args.num_chains, num_warmup=args.num_warmup,
+            num_samples=args.num_samples, rng_key=0,
+        )
+        wall = time.perf_counter() - start
+    stats = result.sample_stats
+    return {
+        "alpha": result.samples["alpha"],
+        "lp": stats["lp"],
+        "wall": wall,
+        "compile": result.timing["compile_seconds"],
+        "diverging": int(np.sum(stats["diverging"])),
+        "steps": float(np.mean(stats["n_steps"])),
+        "warnings": [str(w.message) for w in caught],
+    }
+
+
+def run_baseline(data, args):
+    model = functools.partial(
+        handwritten_dpgmm, num_components=args.num_components, priors=default_priors(data)
+    )
+    mcmc = MCMC(
+        NUTS(model), num_warmup=args.num_warmup, num_samples=args.num_samples,
+        num_chains=args.num_chains, chain_method="sequential", progress_bar=False,
+    )
+    data = jax.numpy.asarray(data)
+    start = time.perf_counter()
+    with compile_timer() as timer:
+        mcmc.run(jax.random.PRNGKey(0), data,
+                 extra_fields=("potential_energy", "diverging", "num_steps"))
+        samples = jax.block_until_ready(mcmc.get_samples(group_by_chain=True))
+    wall = time.perf_counter() - start
+    extra = mcmc.get_extra_fields(group_by_chain=True)
+    return {
+        "alpha": np.asarray(samples["alpha"]),
+        "lp": -np.asarray(extra["potential_energy"]),
+        "wall": wall,
+        "compile": timer.seconds,
+        "diverging": int(np.sum(extra["diverging"])),
+        "steps": float(np.mean(extra["num_steps"])),
+        "warnings": [],
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="K = 4, W = S = 100 unless given (a minute or two)")
+    parser.add_argument("--num-components", type=int, default=None, help="K (default 25; quick 4)")
+    parser.add_argument("--num-warmup", type=int, default=None, help="W (default 500; quick 100)")
+    parser.add_argument("--num-samples", type=int, default=None, help="S (default 500; quick 100)")
+    parser.add_argument("--num-chains", type=int, default=1, help="C (default 1)")
+    args = parser.parse_args(argv)
+    quick_defaults = {"num_components": 4, "num_warmup": 100, "num_samples": 100}
+    full_defaults = {"num_components": 25, "num_warmup": 500, "num_samples": 500}
+    for name, value in (quick_defaults if args.quick else full_defaults).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if min(args.num_components, args.num_samples, args.num_chains) < 1 or args.num_warmup < 0:
+        parser.error("sizes must be positive (--num-warmup may be 0)")
+
+    data = seed_mixture().data
+    print_header(
+        "NUTS effective samples per second: dpgmm_ppl vs a hand-written NumPyro model",
+        f"mode: {'quick' if args.quick else 'full'}; seed data, {data.size} points; "
+        f"K = {args.num_components}; C = {args.num_chains}; W = {args.num_warmup}; "
+        f"S = {args.num_samples}; rng key 0 for both",
+    )
+
+    base = run_baseline(data, args)
+    ours = run_ours(data, args)
+
+    rows = []
+    for name, side in (("baseline", base), ("ours", ours)):
+        run_only = side["wall"] - side["compile"]
+        side.update(ess_alpha=ess(side["alpha"]), ess_lp=ess(side["lp"]), run_only=run_only)
+        rows.append((name, side))
+    head = (f"{'':<9} {'wall s':>8} {'compile s':>10} {'ESS alpha':>10} {'ESS lp':>8} "
+            f"{'ESS/s alpha':>12} {'ESS/s lp':>9} {'ESS/s alpha*':>13} {'ESS/s lp*':>10} "
+            f"{'diverging':>10} {'steps/draw':>11} {'mean alpha':>11}")
+    print(head)
+    print("-" * len(head))
+    for name, s in rows:
+        print(f"{name:<9} {s['wall']:>8.1f} {s['compile']:>10.1f} {s['ess_alpha']:>10.1f} "
+              f"{s['ess_lp']:>8.1f} {s['ess_alpha'] / s['wall']:>12.3f} "
+              f"{s['ess_lp'] / s['wall']:>9.3f} {s['ess_alpha'] / s['run_only']:>13.3f} "
+              f"{s['ess_lp'] / s['run_only']:>10.3f} {s['diverging']:>10d} "
+              f"{s['steps']:>11.1f} {float(np.mean(s['alpha'])):>11.3f}")
+    print(f"{'ours/base':<9} {ratio(ours['wall'], base['wall']):>8} "
+          f"{ratio(ours['compile'], base['compile']):>10} "
+          f"{ratio(ours['ess_alpha'], base['ess_alpha']):>10} "
+          f"{ratio(ours['ess_lp'], base['ess_lp']):>8} "
+          f"{ratio(ours['ess_alpha'] / ours['wall'], base['ess_alpha'] / base['wall']):>12} "
+          f"{ratio(ours['ess_lp'] / ours['wall'], base['ess_lp'] / base['wall']):>9} "
+          f"{ratio(ours['ess_alpha'] / ours['run_only'], base['ess_alpha'] / base['run_only']):>13} "
+          f"{ratio(ours['ess_lp'] / ours['run_only'], base['ess_lp'] / base['run_only']):>10}")
+    print()
+    print("  wall s: the whole call, compilation included; ESS/s uses it. Columns with *:")
+    print("  ESS per second of wall time less compilation. ESS: arviz.ess, bulk, over all")
+    print(f"  {args.num_chains * args.num_samples} draws. ratio = ours / baseline: for ESS and "
+          "ESS/s above 1.0 ours is better, for seconds below 1.0.")
+    print("  lp is each sampler's log density in its own unconstrained chart (ours: the")
+    print("  non-centred sticks; baseline: NumPyro's chart of the sticks), so the lp columns")
+    print("  compare mixing, not values.")
+    for message in ours["warnings"]:
+        print(f"  ours warned: {message}")
+
+
+if __name__ == "__main__":
+    main()
