@@ -23,6 +23,12 @@ chains, warmup and draws.
     which is the only chain for C = 1 and ``"vectorized"`` for C > 1 on one
     CPU device); ``lp`` from ``Fit.sample_stats``.
 
+``pymc`` (only where PyMC is installed: ``pip install 'dpgmm-ppl[pymc]'``)
+    The same model in PyMC (Beta sticks, ``NormalMixture``), ``pm.sample``
+    with its defaults (NUTS, diagonal mass matrix, target 0.8); its
+    compilation happens inside ``pm.sample`` and is not split out. Without
+    PyMC the row is skipped with a note; ``--no-pymc`` skips it too.
+
 Figures
     ESS: ``arviz.ess`` (bulk, rank-normalised, split chains, so it also works
     with one chain) of ``alpha`` and of ``lp`` over all chains. The two
@@ -104,10 +110,11 @@ def run_ours(data, args):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         start = time.perf_counter()
+        depth = {} if args.max_tree_depth is None else {"max_tree_depth": args.max_tree_depth}
         result = dpgmm_ppl.fit(
             data, backend="nuts", num_components=args.num_components,
             num_chains=args.num_chains, num_warmup=args.num_warmup,
-            num_samples=args.num_samples, rng_key=0,
+            num_samples=args.num_samples, rng_key=0, **depth,
         )
         wall = time.perf_counter() - start
     stats = result.sample_stats
@@ -149,6 +156,42 @@ def run_baseline(data, args):
     }
 
 
+def run_pymc(data, args):
+    """The same model in PyMC (``pm.sample``, its NUTS, its defaults); ``None`` without PyMC."""
+    try:
+        import pymc as pm
+        import pytensor.tensor as pt
+    except ImportError:
+        return None
+    priors = default_priors(data)
+    num_components = args.num_components
+    start = time.perf_counter()
+    with pm.Model():
+        alpha = pm.Gamma("alpha", alpha=float(priors.alpha_shape), beta=float(priors.alpha_rate))
+        sticks = pm.Beta("sticks", 1.0, alpha, shape=num_components - 1)
+        log1m = pt.log1p(-sticks)
+        before = pt.concatenate([pt.zeros(1), pt.cumsum(log1m)[:-1]])
+        log_weights = pt.concatenate([pt.log(sticks) + before, pt.sum(log1m, keepdims=True)])
+        loc = pm.Normal("loc", float(priors.loc_mean), float(priors.loc_scale), shape=num_components)
+        scale = pm.InverseGamma("scale", alpha=float(priors.scale_shape),
+                                beta=float(priors.scale_rate), shape=num_components)
+        pm.NormalMixture("obs", w=pt.exp(log_weights), mu=loc, sigma=scale, observed=data)
+        trace = pm.sample(draws=args.num_samples, tune=args.num_warmup, chains=args.num_chains,
+                          cores=1, random_seed=0, progressbar=False,
+                          compute_convergence_checks=False)
+    wall = time.perf_counter() - start
+    stats = trace.sample_stats
+    return {
+        "alpha": trace.posterior["alpha"].values,
+        "lp": stats["lp"].values,
+        "wall": wall,
+        "compile": float("nan"),  # PyMC compiles its C code inside pm.sample
+        "diverging": int(stats["diverging"].values.sum()),
+        "steps": float(stats["n_steps"].values.mean()),
+        "warnings": [],
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
@@ -157,6 +200,9 @@ def main(argv=None):
     parser.add_argument("--num-warmup", type=int, default=None, help="W (default 500; quick 100)")
     parser.add_argument("--num-samples", type=int, default=None, help="S (default 500; quick 100)")
     parser.add_argument("--num-chains", type=int, default=1, help="C (default 1)")
+    parser.add_argument("--max-tree-depth", type=int, default=None,
+                        help="ours only (default: the package's NUTS default)")
+    parser.add_argument("--no-pymc", action="store_true", help="skip PyMC even if installed")
     args = parser.parse_args(argv)
     quick_defaults = {"num_components": 4, "num_warmup": 100, "num_samples": 100}
     full_defaults = {"num_components": 25, "num_warmup": 500, "num_samples": 500}
@@ -176,9 +222,11 @@ def main(argv=None):
 
     base = run_baseline(data, args)
     ours = run_ours(data, args)
+    pymc = None if args.no_pymc else run_pymc(data, args)
 
     rows = []
-    for name, side in (("baseline", base), ("ours", ours)):
+    sides = [("baseline", base), ("ours", ours)] + ([("pymc", pymc)] if pymc else [])
+    for name, side in sides:
         run_only = side["wall"] - side["compile"]
         side.update(ess_alpha=ess(side["alpha"]), ess_lp=ess(side["lp"]), run_only=run_only)
         rows.append((name, side))
@@ -201,7 +249,16 @@ def main(argv=None):
           f"{ratio(ours['ess_lp'] / ours['wall'], base['ess_lp'] / base['wall']):>9} "
           f"{ratio(ours['ess_alpha'] / ours['run_only'], base['ess_alpha'] / base['run_only']):>13} "
           f"{ratio(ours['ess_lp'] / ours['run_only'], base['ess_lp'] / base['run_only']):>10}")
+    if pymc:
+        print(f"{'ours/pymc':<9} {ratio(ours['wall'], pymc['wall']):>8} {'':>10} "
+              f"{ratio(ours['ess_alpha'], pymc['ess_alpha']):>10} "
+              f"{ratio(ours['ess_lp'], pymc['ess_lp']):>8} "
+              f"{ratio(ours['ess_alpha'] / ours['wall'], pymc['ess_alpha'] / pymc['wall']):>12} "
+              f"{ratio(ours['ess_lp'] / ours['wall'], pymc['ess_lp'] / pymc['wall']):>9}")
     print()
+    if pymc is None:
+        print("  PyMC: " + ("skipped (--no-pymc)." if args.no_pymc else
+                          "not installed, skipped (pip install 'dpgmm-ppl[pymc]' to add it)."))
     print("  wall s: the whole call, compilation included; ESS/s uses it. Columns with *:")
     print("  ESS per second of wall time less compilation. ESS: arviz.ess, bulk, over all")
     print(f"  {args.num_chains * args.num_samples} draws. ratio = ours / baseline: for ESS and "

@@ -68,6 +68,7 @@ def large_fit():
     return train, fit
 
 
+@pytest.mark.slow
 def test_minibatch_svi_on_200k_points_predicts_like_the_true_mixture(large_fit):
     """Held-out gap to the true mixture far below the 0.01 nats the 10-million
     point target asks for (the benchmark measures that one)."""
@@ -81,6 +82,7 @@ def test_minibatch_svi_on_200k_points_predicts_like_the_true_mixture(large_fit):
     assert np.all(np.isfinite(fit.losses))
 
 
+@pytest.mark.slow
 def test_minibatch_lp_is_an_unbiased_estimate_within_its_sampling_error(large_fit):
     """Each draw's lp is estimated on LP_ROWS rows drawn with replacement; it
     must lie within 4 standard errors (N * sd(loglik) / sqrt(LP_ROWS)) of the

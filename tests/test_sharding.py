@@ -111,6 +111,7 @@ def test_a_sharded_map_fit_matches_the_unsharded_one():
         np.testing.assert_allclose(sharded, plain, atol=2e-3, err_msg=name)
 
 
+@pytest.mark.slow
 def test_nuts_spreads_chains_across_devices_or_shares_sharded_data():
     out = _run_on_four_devices("""
         options = dict(backend="nuts", num_components=2, num_chains=4, num_warmup=150,
