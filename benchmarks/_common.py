@@ -122,7 +122,7 @@ def time_interleaved(calls, repeats=3):
     return results
 
 
-def handwritten_dpgmm(data, *, num_components, priors):
+def handwritten_dpgmm(data, *, num_components, priors, subsample_size=None):
     """The truncated stick-breaking DP-GMM as one would write it in plain NumPyro.
 
     ``alpha ~ Gamma``, ``K - 1`` sticks ``v_k ~ Beta(1, alpha)`` turned into
@@ -151,8 +151,10 @@ def handwritten_dpgmm(data, *, num_components, priors):
     likelihood = dist.MixtureSameFamily(
         dist.Categorical(logits=log_weights), dist.Normal(loc, scale)
     )
-    with numpyro.plate("data", data.shape[0]):
-        numpyro.sample("obs", likelihood, obs=data)
+    # With ``subsample_size``, NumPyro's own minibatch idiom: the plate draws
+    # the indices and the likelihood is scaled by N / subsample_size.
+    with numpyro.plate("data", data.shape[0], subsample_size=subsample_size) as index:
+        numpyro.sample("obs", likelihood, obs=data if subsample_size is None else data[index])
 
 
 def default_priors(data):

@@ -27,6 +27,7 @@ Run::
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from typing import NamedTuple
 
@@ -85,28 +86,13 @@ def measure_ours(train, held_out, args):
 def measure_numpyro(train, held_out, args):
     """NumPyro's plate subsampling + AutoNormal on the hand-written model."""
     import jax.numpy as jnp
-    import numpyro
-    import numpyro.distributions as dist
     from numpyro.infer import SVI, Trace_ELBO
     from numpyro.infer.autoguide import AutoNormal
 
-    priors = _common.default_priors(train)
-    num_components, batch_size = args.num_components, args.batch_size
-
-    def model(data):
-        alpha = numpyro.sample("alpha", dist.Gamma(priors.alpha_shape, priors.alpha_rate))
-        with numpyro.plate("sticks_plate", num_components - 1):
-            sticks = numpyro.sample("sticks", dist.Beta(1.0, alpha))
-        log1m = jnp.log1p(-sticks)
-        before = jnp.concatenate([jnp.zeros(1), jnp.cumsum(log1m)[:-1]])
-        log_weights = jnp.concatenate([jnp.log(sticks) + before, jnp.sum(log1m)[None]])
-        numpyro.deterministic("weights", jnp.exp(log_weights))
-        with numpyro.plate("component", num_components):
-            loc = numpyro.sample("loc", dist.Normal(priors.loc_mean, priors.loc_scale))
-            scale = numpyro.sample("scale", dist.InverseGamma(priors.scale_shape, priors.scale_rate))
-        mixture = dist.MixtureSameFamily(dist.Categorical(logits=log_weights), dist.Normal(loc, scale))
-        with numpyro.plate("data", data.shape[0], subsample_size=batch_size) as index:
-            numpyro.sample("obs", mixture, obs=data[index])
+    model = functools.partial(
+        _common.handwritten_dpgmm, num_components=args.num_components,
+        priors=_common.default_priors(train), subsample_size=args.batch_size,
+    )
 
     steps = args.baseline_steps
     optimizer = optax.adam(optax.cosine_decay_schedule(0.03, steps, alpha=0.03))

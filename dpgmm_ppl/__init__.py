@@ -1,8 +1,9 @@
 """Dirichlet-process Gaussian mixtures in NumPyro.
 
 A NumPyro model of the truncated stick-breaking DP-GMM (:func:`dpgmm`), one
-shared log-density, and backends (MAP, ...) that return one :class:`Fit` type
-with ArviZ output.
+shared log-density, and backends (MAP, SVI, NUTS) that return one :class:`Fit`
+type with ArviZ output; :class:`DirichletProcessGMM` wraps them as a
+scikit-learn estimator (with the optional ``dpgmm-ppl[sklearn]``).
 """
 
 __version__ = "0.1.0"
@@ -30,3 +31,13 @@ __all__ = [
     "fit",
     "load",
 ]
+
+
+def __getattr__(name):
+    # The scikit-learn estimator is imported on first use, so that importing
+    # the package does not need scikit-learn (an optional dependency).
+    if name == "DirichletProcessGMM":
+        from dpgmm_ppl.sklearn import DirichletProcessGMM
+
+        return DirichletProcessGMM
+    raise AttributeError(f"module 'dpgmm_ppl' has no attribute {name!r}")

@@ -10,7 +10,28 @@ import numbers
 import jax
 import numpy as np
 
-__all__ = ["check_data", "check_positive_int", "check_rng_key"]
+from dpgmm_ppl.priors import Priors
+
+__all__ = [
+    "check_batch_size",
+    "check_data",
+    "check_positive_int",
+    "check_priors",
+    "check_rng_key",
+    "check_training_data",
+]
+
+#: Rows per block when the squares of the data are summed in float64.
+_SQUARES_BLOCK = 1 << 18
+
+#: Headroom left under the largest float for the per-column sum of squares of the data.
+_SQUARES_HEADROOM = 4.0
+
+#: Integer seeds JAX can turn into a key: the int64 range.
+_SEED_RANGE = (-(2**63), 2**63)
+
+#: The data-dependent prior fields, each a scalar or one value per data dimension.
+_PRIOR_EVENT_FIELDS = ("loc_mean", "loc_scale", "scale_rate")
 
 
 def _describe(value) -> str:
@@ -30,13 +51,40 @@ def check_positive_int(name, value, *, minimum=1):
     return int(value)
 
 
-def check_data(data, *, name="data", min_points=2):
+def _first_bad_row(bad, array):
+    """Index of the first row of ``array`` with a True in the mask ``bad``."""
+    rows = bad if array.ndim == 1 else bad.any(axis=1)
+    return int(np.flatnonzero(rows)[0])
+
+
+def _as_float_dtype(array, dtype, name):
+    """``array`` converted to ``dtype``, refusing values that overflow to inf there."""
+    with np.errstate(over="ignore"):
+        converted = array.astype(dtype, copy=False)
+    if array.dtype.kind == "f" and np.dtype(dtype).itemsize < array.dtype.itemsize:
+        overflowed = ~np.isfinite(converted)
+        if overflowed.any():
+            row = _first_bad_row(overflowed, array)
+            raise ValueError(
+                f"{name} must fit in {np.dtype(dtype).name}; row {row} holds "
+                f"{array[row].tolist()}, beyond its largest value "
+                f"{float(np.finfo(dtype).max):.3g} (rescale the data)"
+            )
+    return converted
+
+
+def check_data(data, *, name="data", min_points=2, dtype=None):
     """Validate observations and return them as a float array of shape (N,) or (N, D).
 
     Rejects non-numeric, complex and boolean arrays, NaN and inf (naming the
     first bad row), empty arrays, 0-d and >2-d arrays, and fewer than
-    ``min_points`` points.
-    Integer arrays are converted to floats.
+    ``min_points`` points. Integer arrays are accepted and converted to
+    floats. With ``dtype``, the result is converted to it, and values that
+    overflow there (1e39 in float32) are refused, naming the first such row.
+
+    All points may be identical: that is valid data (the priors' defaults
+    then take their scale from the magnitude of the value, see
+    :meth:`dpgmm_ppl.Priors.resolve`).
     """
     if hasattr(data, "__jax_array__") or isinstance(data, jax.Array):
         data = np.asarray(data)
@@ -70,12 +118,103 @@ def check_data(data, *, name="data", min_points=2):
     if kind == "f":
         finite = np.isfinite(array)
         if not finite.all():
-            rows = finite if array.ndim == 1 else finite.all(axis=1)
-            row = int(np.flatnonzero(~rows)[0])
+            row = _first_bad_row(~finite, array)
             raise ValueError(
-                f"{name} must be finite; row {row} holds {array[row]!r}"
+                f"{name} must be finite; row {row} holds {array[row].tolist()}"
             )
+    return array if dtype is None else _as_float_dtype(array, dtype, name)
+
+
+def _column_sums_of_squares(array):
+    """Sum of ``x**2`` down each column, in float64, one block of rows at a time."""
+    total = np.zeros(array.shape[1:], np.float64)
+    with np.errstate(over="ignore"):
+        for start in range(0, array.shape[0], _SQUARES_BLOCK):
+            block = array[start : start + _SQUARES_BLOCK].astype(np.float64)
+            total = total + np.sum(block * block, axis=0)
+    return total
+
+
+def check_training_data(data, *, name="data"):
+    """:func:`check_data`, in the working float dtype, and small enough to square there.
+
+    The data are converted to float32 (float64 when JAX's x64 mode is on).
+    The fit squares them in that precision: the k-means++ seeding sums the
+    squared, uncentred values of the points of each cluster, and the seeding
+    and the scale checks take the data's spread. So the sum of the squares of
+    each column must stay below the largest float, with a factor
+    ``_SQUARES_HEADROOM`` to spare for the cross terms of those sums.
+    Beyond that (values of ±1e38, or an offset of 1e19 in float32) the fit
+    would run to NaN; it is refused here instead, naming ``name``.
+
+    Returns
+    -------
+    np.ndarray
+        The data in the working dtype.
+    """
+    dtype = jax.numpy.result_type(float)
+    array = check_data(data, name=name, dtype=dtype)
+    limit = float(np.finfo(dtype).max) / _SQUARES_HEADROOM
+    sums = np.atleast_1d(_column_sums_of_squares(array))
+    too_large = np.flatnonzero(~(sums <= limit))
+    if too_large.size:
+        column = int(too_large[0])
+        values = array if array.ndim == 1 else array[:, column]
+        where = "the values" if array.ndim == 1 else f"column {column}"
+        raise ValueError(
+            f"{name} is too large to square in {np.dtype(dtype).name}: the squares of "
+            f"{where} sum to {sums[column]:.3g} (largest magnitude "
+            f"{float(np.max(np.abs(values))):.3g}), above the limit {limit:.3g}; "
+            "centre and rescale the data (subtract the mean, divide by the standard deviation)"
+        )
     return array
+
+
+def check_batch_size(batch_size, num_points):
+    """``None``, or a batch size no larger than the number of points."""
+    if batch_size is not None and batch_size > num_points:
+        raise ValueError(
+            f"batch_size must be at most the number of points ({num_points}), got {batch_size}"
+        )
+    return batch_size
+
+
+def _broadcasts_to(shape, target):
+    try:
+        return np.broadcast_shapes(shape, target) == target
+    except ValueError:
+        return False
+
+
+def check_priors(priors, data, num_components):
+    """``priors`` (default ``Priors()``), refusing other types and fields of the wrong shape.
+
+    ``loc_mean``, ``loc_scale`` and ``scale_rate`` must be scalars or have one
+    value per data dimension; ``fixed_scale`` may also give one per component.
+    """
+    if priors is None:
+        return Priors()
+    if not isinstance(priors, Priors):
+        raise TypeError(
+            f"priors must be a dpgmm_ppl.Priors, got {type(priors).__name__}"
+        )
+    event_shape = data.shape[1:]
+    expected = "a scalar" + (f" or an array of shape {event_shape}" if event_shape else "")
+    for field in _PRIOR_EVENT_FIELDS:
+        shape = np.shape(getattr(priors, field))
+        if getattr(priors, field) is not None and not _broadcasts_to(shape, event_shape):
+            raise ValueError(
+                f"priors.{field} must be {expected} for data of shape {data.shape}, "
+                f"got shape {shape}"
+            )
+    fixed_shape = np.shape(priors.fixed_scale)
+    full_shape = (num_components,) + event_shape
+    if priors.fixed_scale is not None and not _broadcasts_to(fixed_shape, full_shape):
+        raise ValueError(
+            f"priors.fixed_scale must broadcast to (num_components,) + the data's event "
+            f"shape, {full_shape}, got shape {fixed_shape}"
+        )
+    return priors
 
 
 def check_rng_key(rng_key):
@@ -83,6 +222,10 @@ def check_rng_key(rng_key):
     if isinstance(rng_key, (bool, np.bool_)):
         raise TypeError(f"rng_key must be an int or a jax PRNG key, got {rng_key!r}")
     if isinstance(rng_key, numbers.Integral):
+        if not _SEED_RANGE[0] <= rng_key < _SEED_RANGE[1]:
+            raise ValueError(
+                f"rng_key must be an int seed in [-2**63, 2**63), got {rng_key}"
+            )
         return jax.random.PRNGKey(int(rng_key))
     array = rng_key
     if isinstance(array, jax.Array) and jax.dtypes.issubdtype(

@@ -7,11 +7,16 @@ import warnings
 import jax
 import numpy as np
 
-from dpgmm_ppl._validation import check_data, check_positive_int, check_rng_key
+from dpgmm_ppl._validation import (
+    check_batch_size,
+    check_positive_int,
+    check_priors,
+    check_rng_key,
+    check_training_data,
+)
 from dpgmm_ppl.density import build_log_density
 from dpgmm_ppl.fit import Fit
 from dpgmm_ppl.infer import BACKENDS
-from dpgmm_ppl.priors import Priors
 from dpgmm_ppl.sharding import check_mesh
 
 __all__ = ["fit"]
@@ -50,7 +55,10 @@ def fit(
     ----------
     data : array of shape (N,) or (N, D)
         Observations. Integers are converted to floats (float32 unless JAX's
-        x64 mode is on).
+        x64 mode is on). Points that are all identical are allowed: the
+        scale priors keep every scale positive and one component takes the
+        weight. Values whose squares overflow the float type (beyond about
+        1e18 in float32) are refused: centre and rescale them first.
     backend : str
         ``"map"``: gradient descent to the mode of the log joint
         (:mod:`dpgmm_ppl.infer.map`); ``"svi"``: a Gaussian variational
@@ -117,21 +125,13 @@ def fit(
         )
     algorithm = BACKENDS[backend]
     # Float32 unless x64 is on; converted once, here, and kept as the fit's data.
-    data = check_data(data).astype(jax.numpy.result_type(float), copy=False)
+    data = check_training_data(data)
     num_components = check_positive_int("num_components", num_components)
     num_chains = check_positive_int("num_chains", num_chains)
     key = check_rng_key(rng_key)
-    priors = Priors() if priors is None else priors
-    if not isinstance(priors, Priors):
-        raise TypeError(
-            f"priors must be a dpgmm_ppl.Priors, got {type(priors).__name__}"
-        )
+    priors = check_priors(priors, data, num_components)
     options = _resolve_options(algorithm, backend_options)
-    batch_size = options.get("batch_size")
-    if batch_size is not None and batch_size > data.shape[0]:
-        raise ValueError(
-            f"batch_size must be at most the number of points ({data.shape[0]}), got {batch_size}"
-        )
+    batch_size = check_batch_size(options.get("batch_size"), data.shape[0])
     if mesh is not None:
         check_mesh(mesh)
         if batch_size is not None:

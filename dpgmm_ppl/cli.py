@@ -35,12 +35,14 @@ def progress(message, stream=None):
     stream.flush()
     thread = threading.Thread(target=tick, daemon=True)
     thread.start()
+    outcome = "failed after"
     try:
         yield
+        outcome = "done in"
     finally:
         done.set()
         thread.join()
-        stream.write(f"{message}: done in {time.perf_counter() - start:.1f} s\n")
+        stream.write(f"{message}: {outcome} {time.perf_counter() - start:.1f} s\n")
         stream.flush()
 
 
@@ -50,8 +52,14 @@ def run_demo(out_dir, *, num_steps=10_000, num_components=50, num_chains=1, seed
 
     import dpgmm_ppl
     from dpgmm_ppl import plots
+    from dpgmm_ppl._validation import check_positive_int, check_rng_key
     from dpgmm_ppl.datasets import seed_mixture
 
+    # Refused here, before the progress line, so that an error is one line.
+    for option, value in (("--num-steps", num_steps), ("--num-components", num_components),
+                          ("--num-chains", num_chains)):
+        check_positive_int(option, value)
+    check_rng_key(seed)
     truth = seed_mixture()
     heldout = truth.sample(2026)
     with progress(f"MAP: Adam(0.05), {num_steps} steps, {num_components} components"):
@@ -114,6 +122,7 @@ def load_table(path, columns=None):
             raise ValueError("--columns applies to CSV files only")
         return array
     import csv
+    import math
 
     with open(path, newline="") as handle:
         rows = list(csv.reader(handle))
@@ -136,6 +145,8 @@ def load_table(path, columns=None):
             values.append([float(row[j]) for j in wanted])
         except ValueError:
             raise ValueError(f"{path}: line {number} holds a non-numeric value") from None
+        if not all(math.isfinite(value) for value in values[-1]):
+            raise ValueError(f"{path}: line {number} holds a non-finite value (nan or inf)")
     array = np.asarray(values)
     return array[:, 0] if array.shape[1] == 1 else array
 
@@ -150,18 +161,24 @@ def run_compare(out_dir, path=None, *, columns=None, num_components=25, num_chai
 
     import dpgmm_ppl
     from dpgmm_ppl import plots
+    from dpgmm_ppl._validation import check_positive_int, check_rng_key, check_training_data
     from dpgmm_ppl.datasets import seed_mixture
 
     out = Path(out_dir)
     if out.exists() and any(out.glob("compare*")) and not force:
         raise ValueError(f"{out} already holds comparison output; pass --force to overwrite")
-    out.mkdir(parents=True, exist_ok=True)
     heldout = None
     if path is None:
         truth = seed_mixture()
         data, heldout = truth.data, truth.sample(2026).data
     else:
         data = load_table(path, columns)
+    # Refused here, before the progress line, so that an error is one line.
+    data = check_training_data(data)
+    check_positive_int("--num-components", num_components)
+    check_positive_int("--num-chains", num_chains)
+    check_rng_key(seed)
+    out.mkdir(parents=True, exist_ok=True)
     options = QUICK_OPTIONS if quick else None
     with progress("Comparing MAP, SVI and NUTS"):
         table = dpgmm_ppl.compare(

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from dpgmm_ppl._validation import check_data
+from dpgmm_ppl._validation import (
+    check_batch_size,
+    check_data,
+    check_positive_int,
+    check_rng_key,
+    check_training_data,
+)
 
 __all__ = ["Comparison", "compare"]
 
@@ -69,6 +76,57 @@ def _ess_per_second(fit):
     return ess / max(fit.timing.get("run_seconds", np.nan), 1e-12)
 
 
+def _check_backends(backends):
+    from dpgmm_ppl.infer import BACKENDS
+
+    if isinstance(backends, str) or not isinstance(backends, Sequence) or not backends:
+        raise TypeError(f"backends must be a non-empty sequence of names, got {backends!r}")
+    unknown = [name for name in backends if name not in BACKENDS]
+    if unknown:
+        raise ValueError(f"backends must be among {sorted(BACKENDS)}, got {unknown}")
+
+
+def _check_backend_options(backend_options, backends):
+    """``backend_options`` as a dict of backend name to a dict of options."""
+    backend_options = {} if backend_options is None else backend_options
+    if not isinstance(backend_options, Mapping):
+        raise TypeError(
+            "backend_options must be a dict of backend name to a dict of options, "
+            f"got {type(backend_options).__name__}"
+        )
+    stray = sorted(set(backend_options) - set(backends), key=str)
+    if stray:
+        raise ValueError(f"backend_options names backends not being run: {stray}")
+    for name, options in backend_options.items():
+        if not isinstance(options, Mapping):
+            raise TypeError(
+                f"backend_options[{name!r}] must be a dict of options, "
+                f"got {type(options).__name__}"
+            )
+    return {name: dict(options) for name, options in backend_options.items()}
+
+
+def _check_options_of(name, options, num_points):
+    """The options of backend ``name`` as :func:`dpgmm_ppl.fit` would check them."""
+    from dpgmm_ppl.api import _resolve_options
+    from dpgmm_ppl.infer import BACKENDS
+
+    resolved = _resolve_options(BACKENDS[name], options)
+    check_batch_size(resolved.get("batch_size"), num_points)
+
+
+def _check_heldout(heldout, data):
+    if heldout is None:
+        return None
+    heldout = check_data(heldout, name="heldout", min_points=1)
+    if heldout.shape[1:] != data.shape[1:]:
+        raise ValueError(
+            f"heldout must have the training data's dimension {data.shape[1:]}, "
+            f"got shape {heldout.shape}"
+        )
+    return heldout
+
+
 def compare(
     data,
     *,
@@ -80,6 +138,9 @@ def compare(
     backend_options=None,
 ):
     """Fit each backend with the same key and tabulate time, fit and diagnostics.
+
+    Every argument, each backend's options included, is checked before the
+    first backend runs.
 
     Parameters
     ----------
@@ -106,25 +167,17 @@ def compare(
         (NUTS) and ``divergences`` (NUTS); ``.fits`` holds the fits.
     """
     from dpgmm_ppl.api import fit as run_fit
-    from dpgmm_ppl.infer import BACKENDS
 
-    if isinstance(backends, str) or not backends:
-        raise TypeError(f"backends must be a non-empty sequence of names, got {backends!r}")
-    unknown = [name for name in backends if name not in BACKENDS]
-    if unknown:
-        raise ValueError(f"backends must be among {sorted(BACKENDS)}, got {unknown}")
-    backend_options = dict(backend_options or {})
-    stray = sorted(set(backend_options) - set(backends))
-    if stray:
-        raise ValueError(f"backend_options names backends not being run: {stray}")
-    data = check_data(data)
-    if heldout is not None:
-        heldout = check_data(heldout, name="heldout", min_points=1)
-        if heldout.shape[1:] != data.shape[1:]:
-            raise ValueError(
-                f"heldout must have the training data's dimension {data.shape[1:]}, "
-                f"got shape {heldout.shape}"
-            )
+    _check_backends(backends)
+    backend_options = _check_backend_options(backend_options, backends)
+    # Everything a backend would refuse is refused before the first one runs.
+    data = check_training_data(data)
+    heldout = _check_heldout(heldout, data)
+    check_positive_int("num_components", num_components)
+    check_positive_int("num_chains", num_chains)
+    check_rng_key(rng_key)
+    for name in backends:
+        _check_options_of(name, backend_options.get(name, {}), data.shape[0])
     columns = {name: [] for name in COLUMNS}
     fits = {}
     for name in backends:

@@ -17,6 +17,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.custom_derivatives import SymbolicZero
 from numpyro.distributions import Distribution, constraints
 from numpyro.distributions.util import promote_shapes, validate_sample
@@ -236,8 +237,8 @@ class StickBreakingWeights(Distribution):
     pytree_aux_fields = ("num_components",)
 
     def __init__(self, concentration, num_components, *, validate_args=None):
-        if isinstance(num_components, bool) or not isinstance(
-            num_components, int
+        if isinstance(num_components, (bool, np.bool_)) or not isinstance(
+            num_components, (int, np.integer)
         ):
             raise TypeError(
                 "num_components must be an int >= 1, "
@@ -246,7 +247,7 @@ class StickBreakingWeights(Distribution):
         if num_components < 1:
             raise ValueError(f"num_components must be >= 1, got {num_components}")
         self.concentration = jnp.asarray(concentration)
-        self.num_components = num_components
+        self.num_components = int(num_components)
         super().__init__(
             batch_shape=jnp.shape(self.concentration),
             event_shape=(num_components,),

@@ -171,13 +171,13 @@ class Fit:
         return int(np.argmax(np.mean(self.sample_stats[key], axis=1)))
 
     def _check_points(self, x, name="x"):
-        x = check_data(x, name=name, min_points=1)
+        x = check_data(x, name=name, min_points=1, dtype=self.data.dtype)
         if (x.ndim == 1) != (self.data.ndim == 1) or x.shape[1:] != self.data.shape[1:]:
             expected = "(n,)" if self.dim is None else f"(n, {self.dim})"
             raise ValueError(
                 f"{name} must have shape {expected} like the training data, got {x.shape}"
             )
-        return x.astype(self.data.dtype, copy=False)
+        return x
 
     def _check_chain(self, chain) -> int:
         """``chain`` as a non-negative index, or a clear error; negative counts from the end."""

@@ -52,20 +52,41 @@ def _priors_from(text):
     })
 
 
+#: The first bytes of every HDF5 file, hence of every netCDF-4 file :func:`save` writes.
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _check_path(path):
+    """``path`` as a Path to an existing HDF5 (netCDF-4) file, or a clear error."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path {str(path)!r} does not exist")
+    with open(path, "rb") as handle:
+        signature = handle.read(len(_HDF5_SIGNATURE))
+    if signature != _HDF5_SIGNATURE:
+        raise ValueError(
+            f"path {str(path)!r} is not a netCDF-4 file (no HDF5 signature): "
+            "not a fit written by Fit.save"
+        )
+    return path
+
+
 def load(path) -> Fit:
     """Read a fit written by :meth:`Fit.save <dpgmm_ppl.fit.Fit.save>`.
 
     Raises
     ------
+    TypeError
+        If ``path`` is not a str or path-like object.
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If the file was not written by dpgmm_ppl, or by a newer, incompatible
-        layout.
+        If the file is not netCDF-4, was not written by dpgmm_ppl, or was
+        written in a newer, incompatible layout.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"path {str(path)!r} does not exist")
+    path = _check_path(path)
     groups = read_groups(path)
     if "posterior" not in groups:
         raise ValueError(f"{str(path)!r} holds no posterior group: not a dpgmm_ppl fit")

@@ -1,0 +1,491 @@
+"""A scikit-learn estimator around :func:`dpgmm_ppl.fit`.
+
+:class:`DirichletProcessGMM` follows scikit-learn's estimator contract
+(parameters stored by ``__init__``, input validated by scikit-learn, fitted
+attributes ending in ``_``), so the DP-GMM drops into a ``Pipeline``, a
+``GridSearchCV`` scored by the held-out log density, or ``clone``. The
+underlying :class:`~dpgmm_ppl.Fit` stays available as ``fit_`` for ArviZ and
+the label-switching tools of :mod:`dpgmm_ppl.labels`.
+
+scikit-learn is an optional dependency (the ``sklearn`` extra): this module
+imports it, ``import dpgmm_ppl`` does not.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+try:
+    from sklearn.base import BaseEstimator, DensityMixin
+    from sklearn.utils import check_random_state
+    from sklearn.utils.validation import check_is_fitted
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "dpgmm_ppl.sklearn needs scikit-learn: pip install 'dpgmm-ppl[sklearn]'"
+    ) from error
+
+try:  # scikit-learn >= 1.6
+    from sklearn.utils.validation import validate_data as _sklearn_validate_data
+except ImportError:  # pragma: no cover - older scikit-learn
+    _sklearn_validate_data = None
+
+from dpgmm_ppl.api import fit as _fit_dpgmm
+from dpgmm_ppl.infer import BACKENDS
+from dpgmm_ppl.priors import Priors
+
+__all__ = ["CONVERGENCE_TOL", "DirichletProcessGMM"]
+
+#: Tolerance of the convergence rule of the optimising backends (see ``converged_``).
+CONVERGENCE_TOL = 1e-3
+
+#: Covariance structures that :class:`DirichletProcessGMM` fits now.
+SUPPORTED_COVARIANCE_TYPES = ("diag",)
+
+#: Covariance structures that are planned but not implemented yet.
+PLANNED_COVARIANCE_TYPES = ("full", "spherical")
+
+#: Arguments of :func:`dpgmm_ppl.fit` that the estimator sets from its own
+#: parameters; they may not appear in ``backend_options``.
+_RESERVED_OPTIONS = {
+    "data": "X",
+    "backend": "backend",
+    "rng_key": "random_state",
+    "num_components": "n_components",
+    "num_chains": "n_chains",
+    "priors": "priors",
+}
+
+
+def _validate_X(estimator, X, *, reset):
+    """``X`` checked by scikit-learn: a finite 2-D float array, two rows or more to fit."""
+    options = dict(
+        reset=reset,
+        dtype=[np.float64, np.float32],
+        ensure_min_samples=2 if reset else 1,
+    )
+    if _sklearn_validate_data is not None:
+        return _sklearn_validate_data(estimator, X, **options)
+    return estimator._validate_data(X, **options)  # pragma: no cover - older scikit-learn
+
+
+def _check_int(name, value, *, minimum=1):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"{name} must be an integer >= {minimum}, got {value!r} of type "
+            f"{type(value).__name__}"
+        )
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def _tail_converged(losses, num_points, tol=CONVERGENCE_TOL):
+    """The convergence rule of ``converged_`` for one chain's losses.
+
+    The last 10% of the steps (ten at least, or all of them) are split into
+    an earlier and a later half. Converged: every loss is finite, and the
+    mean loss of the later half differs from that of the earlier half by at most
+    ``tol * max(|later mean|, num_points)`` plus three standard errors of
+    that difference. The noise level behind the standard error is taken from
+    the step-to-step differences of the loss, which a smooth descent keeps
+    near zero and SVI's Monte-Carlo estimates of the ELBO do not.
+    """
+    losses = np.asarray(losses, dtype=np.float64)
+    if losses.size < 2 or not np.all(np.isfinite(losses)):
+        return False
+    window = losses[-min(losses.size, max(10, math.ceil(0.1 * losses.size))) :]
+    half = window.size // 2
+    earlier, later = window[:half], window[window.size - half :]
+    noise = np.std(np.diff(window)) / np.sqrt(2.0) if window.size > 2 else 0.0
+    allowance = 3.0 * noise * np.sqrt(2.0 / half)
+    change = abs(later.mean() - earlier.mean())
+    return bool(change <= tol * max(abs(later.mean()), num_points) + allowance)
+
+
+class DirichletProcessGMM(DensityMixin, BaseEstimator):
+    """Dirichlet-process Gaussian mixture fitted by :func:`dpgmm_ppl.fit`.
+
+    A truncated stick-breaking DP-GMM with diagonal covariances, fitted by
+    MAP (gradient descent to the posterior mode), SVI (a Gaussian family on
+    the unconstrained space) or NUTS, behind scikit-learn's estimator API.
+    ``score`` is the mean log predictive density, so ``GridSearchCV`` with its
+    default scoring compares models by held-out density.
+
+    Parameters
+    ----------
+    n_components : int, default=25
+        Truncation level of the stick-breaking prior: an upper bound on the
+        number of clusters. The fit leaves the weights of unneeded components
+        near zero.
+    covariance_type : {"diag"}, default="diag"
+        Structure of each component's covariance. Only ``"diag"`` (one
+        variance per component and feature) is implemented; ``"full"`` and
+        ``"spherical"`` are planned but not available yet, and any other
+        value raises ``ValueError`` at fit time.
+    backend : {"map", "svi", "nuts"}, default="map"
+        The inference backend of :func:`dpgmm_ppl.fit`.
+    n_chains : int, default=1
+        Independent restarts (MAP) or chains (SVI, NUTS).
+    max_iter : int or None, default=None
+        Optimisation steps (``num_steps``) for ``"map"`` and ``"svi"``;
+        ``None`` keeps the backend's default (10,000 for MAP). Not used by
+        ``"nuts"`` (``ValueError`` if set): give ``num_warmup`` and
+        ``num_samples`` in ``backend_options`` instead.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the fit and :meth:`sample`. An int is used as the fit's seed
+        as it is (the fit equals ``dpgmm_ppl.fit(X, rng_key=random_state,
+        ...)``); a ``RandomState`` or ``None`` (NumPy's global state) gives
+        a seed drawn from it.
+    priors : dpgmm_ppl.Priors or None, default=None
+        Hyperparameters; ``None`` scales the defaults from the data.
+    backend_options : dict or None, default=None
+        Further keyword options of the backend (see :func:`dpgmm_ppl.fit`),
+        for example ``{"num_steps": 2000}`` or ``{"num_warmup": 300,
+        "num_samples": 300}``.
+
+    Attributes
+    ----------
+    weights_ : ndarray of shape (n_components,)
+        Mixture weights.
+    means_ : ndarray of shape (n_components, n_features)
+        Component means.
+    covariances_ : ndarray of shape (n_components, n_features)
+        Per-feature variances of each component (the squared scales).
+    converged_ : bool
+        MAP and SVI: every loss of the chain the estimates come from is
+        finite, and the mean loss over the last 5% of the steps (five at
+        least) differs from the mean over as many steps before them by at
+        most :data:`CONVERGENCE_TOL` (1e-3) times the larger of the
+        magnitude of the loss and ``n_samples`` (the floor keeps a loss near
+        zero from making every change look large), plus three standard
+        errors of that difference
+        (the noise of SVI's Monte-Carlo loss, estimated from its step-to-step
+        differences; close to zero for MAP). It reports, it does not stop
+        the optimisation: raise ``max_iter`` when it is False. NUTS: no
+        transition after warmup diverged, in any chain.
+    n_iter_ : int
+        Optimisation steps per chain (MAP, SVI) or warmup plus sampling
+        iterations per chain (NUTS).
+    lower_bound_ : float
+        MAP: the final log joint density of the best restart divided by
+        ``n_samples``; SVI: minus the final loss (the ELBO) divided by
+        ``n_samples``. Not set for NUTS.
+    n_features_in_ : int
+        Number of features seen during :meth:`fit`.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of the features, when ``X`` has string column names.
+    fit_ : dpgmm_ppl.Fit
+        The full result, with every chain and draw (``fit_.to_arviz()``).
+
+    Notes
+    -----
+    Where the point estimates come from. MAP: the restart with the highest
+    log joint density (``fit_.best_chain``). SVI and NUTS: the posterior
+    mean over the draws of the chain with the highest mean log density
+    (``fit_.best_chain``). A mixture's components can swap labels between
+    draws (label switching), which blurs such means towards each other;
+    undo it with :func:`dpgmm_ppl.labels.relabel` on ``fit_`` and summarise
+    the relabelled draws when that matters. Chains are never averaged
+    together, since each settles on its own labelling.
+
+    :meth:`predict_proba` and :meth:`predict` average the responsibilities
+    over the draws of that same chain, so their labels are those of
+    ``weights_`` and ``means_``. :meth:`score_samples` is the log predictive
+    density of ``fit_``: MAP's best restart, or for SVI and NUTS the average
+    of the densities of every draw of every chain (label-free). :meth:`sample`
+    draws from the mixture of the point estimates.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dpgmm_ppl.sklearn import DirichletProcessGMM
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(-5, 1, (100, 2)), rng.normal(5, 1, (100, 2))])
+    >>> gmm = DirichletProcessGMM(n_components=4, max_iter=1000, random_state=0).fit(X)
+    >>> labels = gmm.predict(X)
+    >>> set(labels[:100]) & set(labels[100:])  # no component spans both groups
+    set()
+    >>> sorted(np.round(gmm.means_[gmm.weights_ > 0.2]).tolist())
+    [[-5.0, -5.0], [5.0, 5.0]]
+    >>> X_new, y_new = gmm.sample(5)
+    >>> X_new.shape, y_new.shape
+    ((5, 2), (5,))
+    """
+
+    def __init__(
+        self,
+        n_components=25,
+        *,
+        covariance_type="diag",
+        backend="map",
+        n_chains=1,
+        max_iter=None,
+        random_state=None,
+        priors=None,
+        backend_options=None,
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.backend = backend
+        self.n_chains = n_chains
+        self.max_iter = max_iter
+        self.random_state = random_state
+        self.priors = priors
+        self.backend_options = backend_options
+
+    # -- parameters --------------------------------------------------------
+
+    def _checked_options(self):
+        """The keyword options for :func:`dpgmm_ppl.fit`, every parameter checked."""
+        n_components = _check_int("n_components", self.n_components)
+        n_chains = _check_int("n_chains", self.n_chains)
+        if not isinstance(self.covariance_type, str) or (
+            self.covariance_type not in SUPPORTED_COVARIANCE_TYPES
+        ):
+            planned = (
+                f"; {self.covariance_type!r} is planned but not implemented yet"
+                if self.covariance_type in PLANNED_COVARIANCE_TYPES
+                else ""
+            )
+            raise ValueError(
+                f"covariance_type must be one of {list(SUPPORTED_COVARIANCE_TYPES)}, "
+                f"got {self.covariance_type!r}{planned}"
+            )
+        if not isinstance(self.backend, str) or self.backend not in BACKENDS:
+            raise ValueError(
+                f"backend must be one of {sorted(BACKENDS)}, got {self.backend!r}"
+            )
+        if self.priors is not None and not isinstance(self.priors, Priors):
+            raise TypeError(
+                "priors must be a dpgmm_ppl.Priors or None, got "
+                f"{type(self.priors).__name__}"
+            )
+        if self.backend_options is None:
+            options = {}
+        elif isinstance(self.backend_options, dict):
+            options = dict(self.backend_options)
+        else:
+            raise TypeError(
+                "backend_options must be a dict or None, got "
+                f"{type(self.backend_options).__name__}"
+            )
+        reserved = sorted(set(options) & set(_RESERVED_OPTIONS))
+        if reserved:
+            raise ValueError(
+                f"backend_options may not contain {reserved}: set them through the "
+                f"estimator's parameter(s) {[_RESERVED_OPTIONS[k] for k in reserved]}"
+            )
+        accepted = BACKENDS[self.backend].defaults
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise TypeError(
+                f"backend_options has option(s) {unknown} that backend "
+                f"{self.backend!r} does not take; its options are {sorted(accepted)}"
+            )
+        if self.max_iter is not None:
+            max_iter = _check_int("max_iter", self.max_iter)
+            if "num_steps" not in accepted:
+                raise ValueError(
+                    f"max_iter applies to the optimising backends 'map' and 'svi', not "
+                    f"{self.backend!r}; give num_warmup and num_samples in "
+                    "backend_options instead"
+                )
+            if "num_steps" in options:
+                raise ValueError(
+                    "max_iter and backend_options['num_steps'] both set the number of "
+                    "steps; give only one"
+                )
+            options["num_steps"] = max_iter
+        return dict(
+            backend=self.backend,
+            num_components=n_components,
+            num_chains=n_chains,
+            priors=self.priors,
+            **options,
+        )
+
+    def _seed(self):
+        """The fit's integer seed from ``random_state``."""
+        try:
+            state = check_random_state(self.random_state)
+        except ValueError:
+            raise ValueError(
+                "random_state must be None, an int in [0, 2**32) or a "
+                f"numpy.random.RandomState, got {self.random_state!r}"
+            ) from None
+        if isinstance(self.random_state, numbers.Integral):
+            return int(self.random_state)
+        return int(state.randint(np.iinfo(np.int32).max))
+
+    # -- fitting -----------------------------------------------------------
+
+    def fit(self, X, y=None):
+        """Fit the DP-GMM to ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data, at least two samples.
+        y : None
+            Ignored; present for API consistency.
+
+        Returns
+        -------
+        self : DirichletProcessGMM
+            The fitted estimator.
+        """
+        options = self._checked_options()
+        X = _validate_X(self, X, reset=True)
+        result = _fit_dpgmm(X, rng_key=self._seed(), **options)
+        self._set_fitted_attributes(result, X.shape[0])
+        return self
+
+    def _set_fitted_attributes(self, result, num_points):
+        chain = result.best_chain
+        samples = {
+            name: np.asarray(result.samples[name][chain], dtype=np.float64)
+            for name in ("weights", "loc", "scale")
+        }
+        weights = samples["weights"].mean(axis=0)
+        self.weights_ = weights / weights.sum()
+        self.means_ = samples["loc"].mean(axis=0)
+        self.covariances_ = np.mean(samples["scale"] ** 2, axis=0)
+        self.__dict__.pop("lower_bound_", None)
+        if result.backend == "nuts":
+            self.converged_ = not bool(np.any(result.sample_stats["diverging"]))
+            self.n_iter_ = int(result.options["num_warmup"] + result.options["num_samples"])
+        else:
+            losses = result.losses[chain]
+            self.converged_ = _tail_converged(losses, num_points)
+            self.n_iter_ = int(losses.shape[0])
+            if result.backend == "map":
+                final = float(result.sample_stats["log_joint"][chain, -1])
+            else:
+                final = -float(losses[-1])
+            self.lower_bound_ = final / num_points
+        self.fit_ = result
+
+    def fit_predict(self, X, y=None):
+        """Fit the model to ``X`` and return the component of each sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+            Component indices, as from :meth:`predict`.
+        """
+        return self.fit(X).predict(X)
+
+    # -- prediction --------------------------------------------------------
+
+    def _points(self, X):
+        check_is_fitted(self)
+        return _validate_X(self, X, reset=False)
+
+    def _label_chain(self):
+        """The chain whose labelling the point estimates and responsibilities use."""
+        return self.fit_.best_chain
+
+    def predict_proba(self, X):
+        """Posterior probability of each component for each sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Points.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_components)
+            Responsibilities, averaged over the draws of the chain that
+            ``weights_`` and ``means_`` come from; rows sum to one.
+        """
+        X = self._points(X)
+        proba = self.fit_.cluster_probabilities(X, chain=self._label_chain())
+        return np.asarray(proba, dtype=np.float64)
+
+    def predict(self, X):
+        """The most probable component of each sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Points.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+            Component indices in ``[0, n_components)``.
+        """
+        return np.argmax(self.predict_proba(X), axis=1)
+
+    def score_samples(self, X):
+        """Log predictive density of each sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Points.
+
+        Returns
+        -------
+        log_density : ndarray of shape (n_samples,)
+            ``fit_.log_predictive_density(X)``: the density of MAP's best
+            restart, or the density averaged over every draw of every chain
+            for SVI and NUTS.
+        """
+        X = self._points(X)
+        return np.asarray(self.fit_.log_predictive_density(X), dtype=np.float64)
+
+    def score(self, X, y=None):
+        """Mean log predictive density of the samples (higher is better).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Points.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        score : float
+            The mean of :meth:`score_samples`.
+        """
+        return float(np.mean(self.score_samples(X)))
+
+    def sample(self, n_samples=1):
+        """Draw samples from the fitted mixture.
+
+        Components are drawn with probabilities ``weights_``, then each
+        point from the Gaussian with that component's ``means_`` and
+        ``covariances_``, using ``random_state``.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of points.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+            The points.
+        y : ndarray of shape (n_samples,)
+            The component of each point.
+        """
+        check_is_fitted(self)
+        n_samples = _check_int("n_samples", n_samples)
+        rng = check_random_state(self.random_state)
+        labels = rng.choice(self.weights_.shape[0], size=n_samples, p=self.weights_)
+        noise = rng.standard_normal((n_samples, self.means_.shape[1]))
+        points = self.means_[labels] + noise * np.sqrt(self.covariances_[labels])
+        return points, labels
