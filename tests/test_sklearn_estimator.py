@@ -9,7 +9,6 @@ import pytest
 pytest.importorskip("sklearn")
 
 import jax  # noqa: E402
-from jax.experimental.compilation_cache import compilation_cache  # noqa: E402
 from scipy.optimize import linear_sum_assignment  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 from sklearn.exceptions import NotFittedError  # noqa: E402
@@ -23,31 +22,10 @@ from sklearn.utils.validation import check_is_fitted  # noqa: E402
 from dpgmm_ppl import Priors  # noqa: E402
 from dpgmm_ppl.sklearn import DirichletProcessGMM  # noqa: E402
 
-_CACHE_OPTIONS = (
-    "jax_compilation_cache_dir",
-    "jax_persistent_cache_min_compile_time_secs",
-)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def persistent_compilation_cache(tmp_path_factory):
-    """JAX's persistent compilation cache, in a temporary folder, for this module only.
-
-    Every ``dpgmm_ppl.fit`` builds its programs afresh (with values derived
-    from the data, the default priors, compiled in), so JAX's in-memory cache
-    never sees them again. The estimator checks fit the same small data sets
-    again and again, and the persistent cache recognises those programs:
-    176 s without it, 84 s with it, measured on 2 busy CPU cores. The
-    previous settings come back afterwards.
-    """
-    saved = {name: getattr(jax.config, name) for name in _CACHE_OPTIONS}
-    compilation_cache.reset_cache()
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    yield
-    for name, value in saved.items():
-        jax.config.update(name, value)
-    compilation_cache.reset_cache()
+# The estimator checks fit the same small data sets again and again; the
+# session's persistent compilation cache (tests/conftest.py) turns each
+# recompilation into a file read (176 s without it, 84 s with it, measured
+# on 2 busy CPU cores).
 
 
 # -- scikit-learn's own checks ------------------------------------------------
