@@ -32,6 +32,7 @@ try:  # scikit-learn >= 1.6
 except ImportError:  # pragma: no cover - older scikit-learn
     _sklearn_validate_data = None
 
+from dpgmm_ppl._validation import check_positive_int
 from dpgmm_ppl.api import fit as _fit_dpgmm
 from dpgmm_ppl.infer import BACKENDS
 from dpgmm_ppl.priors import Priors
@@ -69,17 +70,6 @@ def _validate_X(estimator, X, *, reset):
     if _sklearn_validate_data is not None:
         return _sklearn_validate_data(estimator, X, **options)
     return estimator._validate_data(X, **options)  # pragma: no cover - older scikit-learn
-
-
-def _check_int(name, value, *, minimum=1):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(
-            f"{name} must be an integer >= {minimum}, got {value!r} of type "
-            f"{type(value).__name__}"
-        )
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return int(value)
 
 
 def _tail_converged(losses, num_points, tol=CONVERGENCE_TOL):
@@ -240,8 +230,8 @@ class DirichletProcessGMM(DensityMixin, BaseEstimator):
 
     def _checked_options(self):
         """The keyword options for :func:`dpgmm_ppl.fit`, every parameter checked."""
-        n_components = _check_int("n_components", self.n_components)
-        n_chains = _check_int("n_chains", self.n_chains)
+        n_components = check_positive_int("n_components", self.n_components)
+        n_chains = check_positive_int("n_chains", self.n_chains)
         if not isinstance(self.covariance_type, str) or (
             self.covariance_type not in SUPPORTED_COVARIANCE_TYPES
         ):
@@ -286,7 +276,7 @@ class DirichletProcessGMM(DensityMixin, BaseEstimator):
                 f"{self.backend!r} does not take; its options are {sorted(accepted)}"
             )
         if self.max_iter is not None:
-            max_iter = _check_int("max_iter", self.max_iter)
+            max_iter = check_positive_int("max_iter", self.max_iter)
             if "num_steps" not in accepted:
                 raise ValueError(
                     f"max_iter applies to the optimising backends 'map' and 'svi', not "
@@ -483,7 +473,7 @@ class DirichletProcessGMM(DensityMixin, BaseEstimator):
             The component of each point.
         """
         check_is_fitted(self)
-        n_samples = _check_int("n_samples", n_samples)
+        n_samples = check_positive_int("n_samples", n_samples)
         rng = check_random_state(self.random_state)
         labels = rng.choice(self.weights_.shape[0], size=n_samples, p=self.weights_)
         noise = rng.standard_normal((n_samples, self.means_.shape[1]))
