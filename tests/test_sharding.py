@@ -59,7 +59,12 @@ def density_results():
                 plain.init_position)
             grad_plain = jax.grad(plain.potential_fn)(position, plain.data)
             grad_sharded = jax.grad(sharded.potential_fn)(position, sharded.data)
+            # The same gradient summed in other row orders: float32 rounding alone.
+            reordered = [jax.grad(plain.potential_fn)(position, plain.data[order])
+                         for order in (rng.permutation(1001) for _ in range(3))]
             rows.append({
+                "grad_reordered": [np.concatenate([np.ravel(v) for v in jax.tree_util.tree_leaves(g)]).tolist()
+                                   for g in reordered],
                 "potential": [float(plain.potential_fn(position, plain.data)),
                               float(sharded.potential_fn(position, sharded.data))],
                 "log_joint": [float(plain.log_joint_fn(position, plain.data)),
@@ -80,16 +85,22 @@ def test_the_data_are_split_into_four_even_shards_with_padding(density_results):
 
 
 def test_sharded_and_unsharded_log_densities_agree_to_float32_rounding(density_results):
-    """Values and gradients agree to a few float32 ulps of the sum's magnitude;
-    without the padding mask the 3 extra rows would move the potential by
-    several nats."""
+    """Values and gradients agree to float32 rounding; without the padding
+    mask the 3 extra rows would move the potential by several nats.
+
+    The sharded program sums the per-point terms in another order (per
+    shard, then across shards) and XLA may fuse it differently, so its
+    gradient may differ from the unsharded one by float32 rounding, no
+    more: measured against the unsharded gradient of the same rows in three
+    other orders, it must stay within 4 times their largest difference."""
     for row in density_results["rows_eval"]:
         for name in ("potential", "log_joint"):
             plain, sharded = row[name]
             assert abs(plain - sharded) <= 1e-5 * abs(plain) + 1e-3, (name, plain, sharded)
         plain, sharded = (np.asarray(g) for g in row["grad"])
-        scale = np.abs(plain).max()
-        np.testing.assert_allclose(sharded, plain, atol=1e-5 * scale + 1e-4)
+        rounding = max(np.abs(np.asarray(g) - plain).max() for g in row["grad_reordered"])
+        assert rounding < 1e-3 * np.abs(plain).max()  # the reorderings are rounding, not a bug
+        assert np.abs(sharded - plain).max() <= 4 * rounding + 1e-4, (sharded - plain, rounding)
 
 
 def test_a_sharded_map_fit_matches_the_unsharded_one():

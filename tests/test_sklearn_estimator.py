@@ -8,6 +8,9 @@ import pytest
 
 pytest.importorskip("sklearn")
 
+# Slow: dozens of small fits, each compiled; CI runs them on its first leg.
+pytestmark = pytest.mark.slow
+
 import jax  # noqa: E402
 from scipy.optimize import linear_sum_assignment  # noqa: E402
 from sklearn.base import clone  # noqa: E402
