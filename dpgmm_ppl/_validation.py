@@ -14,6 +14,7 @@ from dpgmm_ppl.priors import Priors
 
 __all__ = [
     "check_batch_size",
+    "check_covariance",
     "check_data",
     "check_positive_int",
     "check_priors",
@@ -215,6 +216,28 @@ def check_priors(priors, data, num_components):
             f"shape, {full_shape}, got shape {fixed_shape}"
         )
     return priors
+
+
+def check_covariance(covariance, data, priors):
+    """``covariance`` as one of the model's structures; ``"diag"`` for 1-d data.
+
+    For scalar data the three structures are the same model, which is fitted
+    as ``"diag"``. ``Priors.fixed_scale`` fixes diagonal scales only.
+    """
+    from dpgmm_ppl.model import COVARIANCE_TYPES
+
+    if not isinstance(covariance, str) or covariance not in COVARIANCE_TYPES:
+        raise ValueError(
+            f"covariance must be one of {COVARIANCE_TYPES}, got {_describe(covariance)}"
+        )
+    if data.ndim == 1:
+        return "diag"
+    if covariance != "diag" and priors is not None and priors.fixed_scale is not None:
+        raise ValueError(
+            f"priors.fixed_scale fixes diagonal scales: it needs covariance='diag', "
+            f"got covariance={covariance!r}"
+        )
+    return covariance
 
 
 def check_rng_key(rng_key):

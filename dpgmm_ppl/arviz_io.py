@@ -25,7 +25,10 @@ PERMUTATION_STAT = "permutation"
 #: pointwise group out (4e7 float32 values are 160 MB).
 MAX_LOG_LIKELIHOOD_VALUES = 40_000_000
 
-_SITE_DIMS = {"alpha": (), "weights": ("component",), "loc": ("component",), "scale": ("component",)}
+#: Dims of a site after its sample dims, by the number of its own axes: a
+#: scalar, one value per component, a vector per component (``loc``, diagonal
+#: ``scale``) and a matrix per component (``corr_cholesky``, ``scale_tril``).
+_SITE_DIMS = ((), ("component",), ("component", "dim"), ("component", "dim", "dim_bis"))
 
 
 def _dataset(variables, coords):
@@ -37,11 +40,8 @@ def _dataset(variables, coords):
     )
 
 
-def _site_dims(fit, name, lead):
-    dims = lead + _SITE_DIMS[name]
-    if fit.dim is not None and name in ("loc", "scale"):
-        dims = dims + ("dim",)
-    return dims
+def _site_dims(lead, value):
+    return lead + _SITE_DIMS[np.ndim(value) - len(lead)]
 
 
 def _include_log_likelihood(fit, log_likelihood):
@@ -83,8 +83,10 @@ def fit_to_arviz(fit, *, log_likelihood="auto"):
     }
     if fit.dim is not None:
         coords["dim"] = np.arange(fit.dim)
+        if fit.covariance == "full":
+            coords["dim_bis"] = np.arange(fit.dim)
     posterior = _dataset(
-        {name: (_site_dims(fit, name, sample_dims), value) for name, value in fit.samples.items()},
+        {name: (_site_dims(sample_dims, value), value) for name, value in fit.samples.items()},
         coords,
     )
     stats_variables = {name: (sample_dims, value) for name, value in fit.sample_stats.items()}
@@ -109,7 +111,7 @@ def fit_to_arviz(fit, *, log_likelihood="auto"):
     if fit.losses is not None:
         optimization = {"loss": (("chain", "step"), fit.losses)}
         for name, value in (fit.history or {}).items():
-            optimization[f"{name}_history"] = (_site_dims(fit, name, ("chain", "frame")), value)
+            optimization[f"{name}_history"] = (_site_dims(("chain", "frame"), value), value)
         opt_coords = {
             "chain": coords["chain"],
             "step": np.arange(1, fit.losses.shape[1] + 1),
@@ -119,6 +121,8 @@ def fit_to_arviz(fit, *, log_likelihood="auto"):
             opt_coords["frame"] = np.asarray(fit.history_steps)
         if fit.dim is not None:
             opt_coords["dim"] = coords["dim"]
+            if "dim_bis" in coords:
+                opt_coords["dim_bis"] = coords["dim_bis"]
         groups["optimization"] = _dataset(optimization, opt_coords)
     return make_inference_data(groups, attrs=fit_metadata(fit))
 
@@ -149,6 +153,7 @@ def fit_metadata(fit):
         "dpgmm_ppl_format": FORMAT_VERSION,
         "backend": fit.backend,
         "num_components": int(fit.num_components),
+        "covariance": fit.covariance,
         "rng_key": json.dumps(_jsonable(fit.rng_key)),
         "options": json.dumps(_jsonable(fit.options)),
         "priors": json.dumps(_jsonable(priors)),

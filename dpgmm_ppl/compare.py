@@ -9,8 +9,10 @@ import numpy as np
 
 from dpgmm_ppl._validation import (
     check_batch_size,
+    check_covariance,
     check_data,
     check_positive_int,
+    check_priors,
     check_rng_key,
     check_training_data,
 )
@@ -135,6 +137,8 @@ def compare(
     rng_key=0,
     num_components=25,
     num_chains=4,
+    priors=None,
+    covariance="diag",
     backend_options=None,
 ):
     """Fit each backend with the same key and tabulate time, fit and diagnostics.
@@ -154,6 +158,10 @@ def compare(
         The same key for every backend.
     num_components, num_chains : int
         Shared by every backend (restarts for MAP and SVI, chains for NUTS).
+    priors : Priors, optional
+        Hyperparameters, shared by every backend.
+    covariance : {"diag", "spherical", "full"}
+        The covariance structure of the components (:func:`dpgmm_ppl.fit`).
     backend_options : dict of str to dict, optional
         Extra options per backend, e.g. ``{"nuts": {"num_samples": 500}}``.
 
@@ -176,6 +184,8 @@ def compare(
     check_positive_int("num_components", num_components)
     check_positive_int("num_chains", num_chains)
     check_rng_key(rng_key)
+    priors = check_priors(priors, data, num_components)
+    covariance = check_covariance(covariance, data, priors)
     for name in backends:
         _check_options_of(name, backend_options.get(name, {}), data.shape[0])
     columns = {name: [] for name in COLUMNS}
@@ -184,7 +194,8 @@ def compare(
         start = time.perf_counter()
         result = run_fit(
             data, backend=name, rng_key=rng_key, num_components=num_components,
-            num_chains=num_chains, **backend_options.get(name, {}),
+            num_chains=num_chains, priors=priors, covariance=covariance,
+            **backend_options.get(name, {}),
         )
         wall = time.perf_counter() - start
         fits[name] = result

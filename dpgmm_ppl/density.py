@@ -21,14 +21,16 @@ from numpyro import handlers
 from numpyro.infer.util import constrain_fn, log_density, potential_energy, unconstrain_fn
 
 
-from dpgmm_ppl.model import dpgmm
+from dpgmm_ppl.model import COVARIANCE_TYPES, dpgmm
 from dpgmm_ppl.priors import Priors
 from dpgmm_ppl.reparam import NonCenteredStickBreaking, exponentials_from_weights
 from dpgmm_ppl.sharding import shard_data
 
 __all__ = ["LogDensity", "build_log_density", "LATENT_SITES", "PARAMETERIZATIONS"]
 
-#: The latent sample sites of :func:`~dpgmm_ppl.dpgmm`, in a fixed order.
+#: The latent sites of :func:`~dpgmm_ppl.dpgmm` with ``covariance="diag"``, in
+#: a fixed order; ``"full"`` adds ``corr_cholesky`` and ``scale_tril``
+#: (:attr:`LogDensity.latent_sites`).
 LATENT_SITES = ("alpha", "weights", "loc", "scale")
 
 #: Charts of the unconstrained space (see :func:`build_log_density`).
@@ -46,7 +48,7 @@ class LogDensity(NamedTuple):
         The observations, float32 unless x64 is enabled.
     model_kwargs : dict
         Keyword arguments of :func:`~dpgmm_ppl.dpgmm` other than ``data``
-        (``num_components`` and the resolved ``priors``).
+        (``num_components``, the resolved ``priors`` and ``covariance``).
     parameterization : str
         The chart of the unconstrained space: ``"centered"`` or ``"noncentered"``.
     init_position : dict
@@ -67,7 +69,8 @@ class LogDensity(NamedTuple):
         constrained values, without the Jacobian; the same function of
         ``(alpha, weights, loc, scale)`` in either chart. MAP maximises it.
     constrain_fn : Callable[[dict], dict]
-        Maps an unconstrained position to the constrained latent sites.
+        Maps an unconstrained position to the constrained latent sites
+        (:attr:`latent_sites`, deterministic ones included).
     unconstrain_fn : Callable[[dict], dict]
         The inverse of ``constrain_fn``.
     trace_counts : dict
@@ -86,10 +89,16 @@ class LogDensity(NamedTuple):
     constrain_fn: Callable
     unconstrain_fn: Callable
     trace_counts: dict
+    latent_sites: tuple = LATENT_SITES
 
     @property
     def num_components(self) -> int:
         return self.model_kwargs["num_components"]
+
+    @property
+    def covariance(self) -> str:
+        """The covariance structure of the components (see :func:`~dpgmm_ppl.dpgmm`)."""
+        return self.model_kwargs["covariance"]
 
     @property
     def priors(self) -> Priors:
@@ -112,19 +121,40 @@ def _counted(name, counts):
 _INIT_ROWS = 100_000
 
 
-def _quantile_init(data, num_components, priors):
+def _quantile_init(data, num_components, priors, covariance):
     """A cheap, deterministic starting point computed on the host."""
     data = data[:: max(1, data.shape[0] // _INIT_ROWS)]
     levels = (np.arange(num_components) + 0.5) / num_components
     loc = np.quantile(data, levels, axis=0).astype(data.dtype)
     mode = np.asarray(priors.scale_rate) / (priors.scale_shape + 1.0)
     scale = np.broadcast_to(np.maximum(mode, 1e-3 * data.std(axis=0) + 1e-30), loc.shape)
-    return {
+    values = {
         "alpha": np.ones((), data.dtype),
         "weights": np.full(num_components, 1.0 / num_components, data.dtype),
         "loc": loc,
         "scale": scale.astype(data.dtype),
     }
+    return with_covariance_sites(values, covariance)
+
+
+def with_covariance_sites(values, covariance):
+    """Starting values of the ``"diag"`` sites adapted to another covariance structure.
+
+    ``"spherical"``: the geometric mean of each component's scales.
+    ``"full"``: uncorrelated, ``corr_cholesky`` the identity. Values that
+    already have the structure's sites are returned as they are.
+    """
+    loc = values["loc"]
+    if np.ndim(loc) < 2 or covariance == "diag":
+        return values
+    xp = np if isinstance(loc, np.ndarray) else jnp
+    values = dict(values)
+    if covariance == "spherical" and np.ndim(values["scale"]) == np.ndim(loc):
+        values["scale"] = xp.exp(xp.mean(xp.log(values["scale"]), axis=-1))
+    elif covariance == "full" and loc.shape[-1] > 1 and "corr_cholesky" not in values:
+        eye = xp.eye(loc.shape[-1], dtype=loc.dtype)
+        values["corr_cholesky"] = xp.broadcast_to(eye, loc.shape + loc.shape[-1:])
+    return values
 
 
 def build_log_density(
@@ -132,6 +162,7 @@ def build_log_density(
     *,
     num_components,
     priors=None,
+    covariance="diag",
     parameterization="centered",
     mesh=None,
     keep_data_on_host=False,
@@ -153,6 +184,8 @@ def build_log_density(
     priors : Priors, optional
         Hyperparameters; the ones left as ``None`` are set from ``data`` here,
         once, so that a minibatch later sees the same priors as the full data.
+    covariance : {"diag", "spherical", "full"}
+        The covariance structure of the components (:func:`~dpgmm_ppl.dpgmm`).
     parameterization : {"centered", "noncentered"}
         ``"centered"``: NumPyro's own transforms of each site (the weights
         through its stick-breaking bijection of the simplex).
@@ -186,14 +219,18 @@ def build_log_density(
         raise ValueError(
             f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}"
         )
+    if covariance not in COVARIANCE_TYPES:
+        raise ValueError(f"covariance must be one of {COVARIANCE_TYPES}, got {covariance!r}")
     dtype = jnp.result_type(float)
     data = np.asarray(data, dtype=dtype) if keep_data_on_host else jnp.asarray(data, dtype=dtype)
     priors = (Priors() if priors is None else priors).resolve(data)
     num_data = int(data.shape[0])
-    init_values = _quantile_init(np.asarray(data), num_components, priors)
+    if data.ndim == 1:
+        covariance = "diag"  # the three structures coincide for scalar data
+    init_values = _quantile_init(np.asarray(data), num_components, priors, covariance)
     if mesh is not None:
         data, num_data = shard_data(data, mesh)
-    model_kwargs = {"num_components": num_components, "priors": priors}
+    model_kwargs = {"num_components": num_components, "priors": priors, "covariance": covariance}
     if parameterization == "noncentered":
         model = handlers.reparam(dpgmm, config={"weights": NonCenteredStickBreaking()})
     else:
@@ -208,6 +245,15 @@ def build_log_density(
         for name, site in model_trace.items()
         if site["type"] == "sample" and not site["is_observed"]
     ]
+    plain_trace = handlers.trace(handlers.seed(dpgmm, rng_seed=0)).get_trace(
+        data=dummy, **model_kwargs
+    )
+    latent_sites = tuple(
+        name
+        for name, site in plain_trace.items()
+        if (site["type"] == "sample" and not site["is_observed"])
+        or site["type"] == "deterministic"
+    )
     counts = {
         "potential_fn": 0, "minibatch_potential_fn": 0, "log_joint_fn": 0, "constrain_fn": 0
     }
@@ -235,7 +281,7 @@ def build_log_density(
         values = constrain_fn(
             model, (), {"data": dummy, **model_kwargs}, position, return_deterministic=True
         )
-        return {name: values[name] for name in LATENT_SITES}
+        return {name: values[name] for name in latent_sites}
 
     @jax.jit
     @_counted("log_joint_fn", counts)
@@ -247,7 +293,8 @@ def build_log_density(
         return log_joint_value
 
     def unconstrain_eager(values):
-        values = dict(values)
+        # Starts seeded for diagonal covariances (k-means++) fit every structure.
+        values = with_covariance_sites(dict(values), covariance)
         if parameterization == "noncentered" and "weights_exponentials" in sampled_sites:
             values["weights_exponentials"] = exponentials_from_weights(
                 values["weights"], values["alpha"]
@@ -269,4 +316,5 @@ def build_log_density(
         constrain_fn=constrain,
         unconstrain_fn=unconstrain,
         trace_counts=counts,
+        latent_sites=latent_sites,
     )

@@ -20,20 +20,91 @@ from dpgmm_ppl._validation import check_data
 from dpgmm_ppl.distributions import GaussianMixture
 from dpgmm_ppl.priors import Priors
 
-__all__ = ["DensityBand", "Fit", "mixture_log_density"]
+__all__ = [
+    "DensityBand",
+    "Fit",
+    "component_parameters",
+    "covariance_matrices",
+    "mixture_log_density",
+]
 
 #: Draws evaluated at once when a density is computed over many draws.
 _DRAW_BATCH = 64
 
 
+def component_parameters(samples):
+    """``(weights, loc, spread)`` of the components, whatever the covariance structure.
+
+    ``spread`` is ``scale_tril`` (``(..., K, D, D)``) for full covariances and
+    ``scale`` otherwise, a spherical scale ``(..., K)`` broadcast to
+    ``(..., K, D)`` against ``loc``. :func:`mixture_from_parameters` turns
+    one draw of them into a :class:`~dpgmm_ppl.GaussianMixture`.
+
+    Parameters
+    ----------
+    samples : dict
+        ``weights``, ``loc``, ``scale`` and, for full covariances,
+        ``scale_tril``, with any common leading dims.
+
+    Returns
+    -------
+    tuple of np.ndarray
+    """
+    weights, loc = np.asarray(samples["weights"]), np.asarray(samples["loc"])
+    if "scale_tril" in samples:
+        return weights, loc, np.asarray(samples["scale_tril"])
+    scale = np.asarray(samples["scale"])
+    if scale.ndim < loc.ndim:  # spherical: one scale per component
+        scale = np.broadcast_to(scale[..., None], loc.shape)
+    return weights, loc, scale
+
+
+def covariance_matrices(samples):
+    r"""The covariance matrix of every component, ``(..., K, D, D)``, for vector data.
+
+    :math:`L L^\top` for full covariances, :math:`\operatorname{diag}\sigma^2`
+    for diagonal and :math:`\sigma^2 I` for spherical ones.
+
+    Parameters
+    ----------
+    samples : dict
+        ``loc``, ``scale`` and, for full covariances, ``scale_tril``, with any
+        common leading dims.
+
+    Returns
+    -------
+    np.ndarray
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> covariance_matrices({"loc": np.zeros((1, 2)), "scale": np.array([2.0])}).tolist()
+    [[[4.0, 0.0], [0.0, 4.0]]]
+    """
+    _, loc, spread = component_parameters({"weights": np.zeros(0), **samples})
+    if loc.ndim < 2:
+        raise ValueError(f"covariance matrices need vector data; loc has shape {loc.shape}")
+    spread = np.asarray(spread, np.float64)
+    if spread.ndim == loc.ndim + 1:
+        return spread @ np.swapaxes(spread, -1, -2)
+    return spread[..., :, None] ** 2 * np.eye(loc.shape[-1])
+
+
+def mixture_from_parameters(weights, loc, spread):
+    """The :class:`~dpgmm_ppl.GaussianMixture` of one draw of :func:`component_parameters`."""
+    if jnp.ndim(spread) == jnp.ndim(loc) + 1:
+        return GaussianMixture(weights, loc, scale_tril=spread)
+    return GaussianMixture(weights, loc, spread)
+
+
 @jax.jit
-def _pointwise(weights, loc, scale, x):
+def _pointwise(weights, loc, spread, x):
     """``log p(x_n | draw s)`` for stacked draws: shape (S, n)."""
 
     def one(params):
-        return GaussianMixture(*params).log_prob(x)
+        return mixture_from_parameters(*params).log_prob(x)
 
-    return jax.lax.map(one, (weights, loc, scale), batch_size=_DRAW_BATCH)
+    return jax.lax.map(one, (weights, loc, spread), batch_size=_DRAW_BATCH)
 
 
 def mixture_log_density(samples, x):
@@ -42,7 +113,8 @@ def mixture_log_density(samples, x):
     Parameters
     ----------
     samples : dict
-        ``weights``, ``loc`` and ``scale`` with leading dims ``(chain, draw)``.
+        ``weights``, ``loc`` and ``scale`` (and ``scale_tril`` for full
+        covariances) with leading dims ``(chain, draw)``.
     x : Float[Array, "n"] or Float[Array, "n D"]
         Points.
 
@@ -52,24 +124,29 @@ def mixture_log_density(samples, x):
         Shape ``(chain, draw, n)``.
     """
     lead = np.shape(samples["weights"])[:2]
-    flat = [
-        jnp.reshape(jnp.asarray(samples[name]), (-1,) + np.shape(samples[name])[2:])
-        for name in ("weights", "loc", "scale")
-    ]
+    flat = _flat_parameters(samples)
     values = _pointwise(*flat, jnp.asarray(x, flat[1].dtype))
     return np.asarray(values).reshape(lead + (np.shape(x)[0],))
 
 
+def _flat_parameters(samples):
+    """:func:`component_parameters` with ``(chain, draw)`` flattened into one axis."""
+    return [
+        jnp.reshape(jnp.asarray(value), (-1,) + np.shape(value)[2:])
+        for value in component_parameters(samples)
+    ]
+
+
 @jax.jit
-def _mean_responsibilities(weights, loc, scale, x):
+def _mean_responsibilities(weights, loc, spread, x):
     """Responsibilities ``p(z_n = k | x_n, draw)`` averaged over stacked draws: (n, K)."""
 
     def add(total, params):
-        log_joint = GaussianMixture(*params).component_log_prob(x)
+        log_joint = mixture_from_parameters(*params).component_log_prob(x)
         return total + jax.nn.softmax(log_joint, axis=-1), None
 
     zeros = jnp.zeros((x.shape[0], weights.shape[-1]), loc.dtype)
-    total, _ = jax.lax.scan(add, zeros, (weights, loc, scale))
+    total, _ = jax.lax.scan(add, zeros, (weights, loc, spread))
     return total / weights.shape[0]
 
 
@@ -105,7 +182,8 @@ class Fit:
     backend : str
         ``"map"``, ``"svi"`` or ``"nuts"``.
     samples : dict of str to np.ndarray
-        Constrained latent sites ``alpha``, ``weights``, ``loc``, ``scale``,
+        Constrained latent sites ``alpha``, ``weights``, ``loc``, ``scale``
+        (and, for full covariances, ``corr_cholesky`` and ``scale_tril``),
         each of shape ``(chain, draw, ...)``. For MAP, ``draw`` has length 1.
     sample_stats : dict of str to np.ndarray
         Per-draw diagnostics, ``(chain, draw)``: ``lp`` (log density of the
@@ -134,6 +212,9 @@ class Fit:
         num_components)`` such that component ``k`` of ``samples`` is component
         ``permutations[c, s, k]`` of the draw as the backend produced it
         (``new[k] = old[perm[k]]``). ``None`` for a fit that was never relabelled.
+    covariance : str
+        The covariance structure of the components: ``"diag"``,
+        ``"spherical"`` or ``"full"`` (see :func:`~dpgmm_ppl.dpgmm`).
     """
 
     backend: str
@@ -149,6 +230,7 @@ class Fit:
     options: dict = dataclasses.field(default_factory=dict)
     rng_key: Any = None
     permutations: Optional[np.ndarray] = None
+    covariance: str = "diag"
 
     @property
     def num_chains(self) -> int:
@@ -218,10 +300,7 @@ class Fit:
         return np.asarray(logsumexp(flat, axis=0) - np.log(flat.shape[0]))
 
     def _flat(self, samples):
-        return [
-            jnp.reshape(jnp.asarray(samples[name]), (-1,) + np.shape(samples[name])[2:])
-            for name in ("weights", "loc", "scale")
-        ]
+        return _flat_parameters(samples)
 
     def _default_chain(self, chain):
         return self.best_chain if chain is None and self.backend == "map" else chain

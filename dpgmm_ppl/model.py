@@ -12,10 +12,22 @@ from numpyro import handlers
 from dpgmm_ppl.distributions import GaussianMixture, StickBreakingWeights
 from dpgmm_ppl.priors import Priors
 
-__all__ = ["dpgmm"]
+__all__ = ["COVARIANCE_TYPES", "dpgmm"]
+
+#: Covariance structures of the components (the ``covariance`` argument).
+COVARIANCE_TYPES = ("diag", "spherical", "full")
 
 
-def dpgmm(data=None, *, num_components=25, priors=None, num_data=None, dim=None, mask=None):
+def dpgmm(
+    data=None,
+    *,
+    num_components=25,
+    priors=None,
+    covariance="diag",
+    num_data=None,
+    dim=None,
+    mask=None,
+):
     r"""Dirichlet-process Gaussian mixture, truncated at ``num_components``.
 
     .. math::
@@ -25,13 +37,31 @@ def dpgmm(data=None, *, num_components=25, priors=None, num_data=None, dim=None,
         \mu_k &\sim \mathcal{N}(m, s), \qquad
         \sigma_k \sim \mathrm{InverseGamma}(a_\sigma, b_\sigma) \\
         x_n \mid w, \mu, \sigma &\sim \textstyle\sum_k w_k\,
-            \mathcal{N}(\mu_k, \operatorname{diag}\sigma_k^2)
+            \mathcal{N}(\mu_k, \Sigma_k)
 
-    Sample sites: ``alpha`` (scalar), ``weights`` (K,), ``loc`` and ``scale``
-    ((K,) for 1-d data, (K, D) otherwise), and ``obs`` under the plate
+    Sample sites: ``alpha`` (scalar), ``weights`` (K,), ``loc`` ((K,) for 1-d
+    data, (K, D) otherwise), the scales, and ``obs`` under the plate
     ``data``. The component labels are summed out, so every site is continuous
     and the model runs as it is under ``numpyro.infer.MCMC``, ``SVI`` and
     ``Predictive``.
+
+    The covariance :math:`\Sigma_k` of each component (for 1-d data the
+    three coincide with ``"diag"``):
+
+    - ``"diag"``: :math:`\operatorname{diag}\sigma_k^2`, site ``scale`` of
+      shape (K, D), each entry with the inverse-gamma prior;
+    - ``"spherical"``: :math:`\sigma_k^2 I`, site ``scale`` of shape (K,),
+      with the inverse-gamma prior at the mean of ``scale_rate`` over the
+      dimensions;
+    - ``"full"``: :math:`L_k L_k^\top` with
+      :math:`L_k = \operatorname{diag}(\sigma_k)\, C_k`, where ``scale``
+      (K, D) are the standard deviations of the dimensions as for
+      ``"diag"`` and ``corr_cholesky`` (K, D, D) is the Cholesky factor of
+      the correlation matrix, with NumPyro's ``LKJCholesky`` prior of
+      concentration :meth:`Priors.lkj_concentration
+      <dpgmm_ppl.Priors.lkj_concentration>`; ``scale_tril`` (K, D, D) is
+      :math:`L_k`, a deterministic site. The likelihood is evaluated through
+      it (:class:`~dpgmm_ppl.GaussianMixture` with ``scale_tril``).
 
     Parameters
     ----------
@@ -43,6 +73,8 @@ def dpgmm(data=None, *, num_components=25, priors=None, num_data=None, dim=None,
         Hyperparameters; fields left as ``None`` are set from ``data``
         (see :class:`~dpgmm_ppl.Priors`), or from a standardised scale
         (mean 0, standard deviation 1) when ``data`` is ``None``.
+    covariance : {"diag", "spherical", "full"}
+        The covariance structure of the components (above).
     num_data : int, optional
         When ``data`` is ``None``: the number of observations to draw. When
         ``data`` is given: the size of the whole data set of which ``data``
@@ -66,10 +98,16 @@ def dpgmm(data=None, *, num_components=25, priors=None, num_data=None, dim=None,
     >>> draws = prior(jax.random.PRNGKey(0), num_components=5, num_data=10, dim=2)
     >>> draws["obs"].shape, draws["loc"].shape
     ((3, 10, 2), (3, 5, 2))
+    >>> full = prior(jax.random.PRNGKey(0), num_components=5, num_data=10, dim=2,
+    ...              covariance="full")
+    >>> full["scale_tril"].shape
+    (3, 5, 2, 2)
     """
     priors = Priors() if priors is None else priors
     if not isinstance(priors, Priors):
         raise TypeError(f"priors must be a dpgmm_ppl.Priors, got {type(priors).__name__}")
+    if covariance not in COVARIANCE_TYPES:
+        raise ValueError(f"covariance must be one of {COVARIANCE_TYPES}, got {covariance!r}")
     likelihood_scale = None
     if data is not None:
         data = jnp.asarray(data)
@@ -89,16 +127,27 @@ def dpgmm(data=None, *, num_components=25, priors=None, num_data=None, dim=None,
         reference = data if data is not None else jnp.stack([-unit, unit])
         priors = priors.resolve(reference)
     num_dims = len(event_shape)
+    if num_dims == 0:
+        covariance = "diag"  # one scale per component: the three structures coincide
+    if priors.fixed_scale is not None and covariance != "diag":
+        raise ValueError(f"Priors.fixed_scale needs covariance='diag', got {covariance!r}")
 
     alpha = numpyro.sample("alpha", dist.Gamma(priors.alpha_shape, priors.alpha_rate))
     weights = numpyro.sample("weights", StickBreakingWeights(alpha, num_components))
+    scale_shape = () if covariance == "spherical" else event_shape
+    scale_rate = jnp.mean(priors.scale_rate) if covariance == "spherical" else priors.scale_rate
     with numpyro.plate("component", num_components):
         loc_prior = dist.Normal(priors.loc_mean, priors.loc_scale)
-        scale_prior = dist.InverseGamma(priors.scale_shape, priors.scale_rate)
+        scale_prior = dist.InverseGamma(priors.scale_shape, scale_rate)
         loc = numpyro.sample("loc", loc_prior.expand(event_shape).to_event(num_dims))
         if priors.fixed_scale is None:
             scale = numpyro.sample(
-                "scale", scale_prior.expand(event_shape).to_event(num_dims)
+                "scale", scale_prior.expand(scale_shape).to_event(len(scale_shape))
+            )
+        if covariance == "full" and event_shape[0] > 1:
+            concentration = priors.lkj_concentration(event_shape[0])
+            corr_cholesky = numpyro.sample(
+                "corr_cholesky", dist.LKJCholesky(event_shape[0], concentration)
             )
     if priors.fixed_scale is not None:
         fixed = jnp.asarray(priors.fixed_scale, dtype=jnp.result_type(float))
@@ -108,9 +157,18 @@ def dpgmm(data=None, *, num_components=25, priors=None, num_data=None, dim=None,
     # The likelihood's quadratic forms are evaluated on data centred and scaled
     # by the location prior, so float32 keeps its digits whatever the data's
     # offset and units; the density itself is in data units.
-    likelihood = GaussianMixture(
-        weights, loc, scale, center=priors.loc_mean, unit=priors.loc_scale
-    )
+    frame = {"center": priors.loc_mean, "unit": priors.loc_scale}
+    if covariance == "full":
+        if event_shape[0] > 1:
+            scale_tril = scale[..., None] * corr_cholesky
+        else:
+            scale_tril = scale[..., None]
+        scale_tril = numpyro.deterministic("scale_tril", scale_tril)
+        likelihood = GaussianMixture(weights, loc, scale_tril=scale_tril, **frame)
+    elif covariance == "spherical":
+        likelihood = GaussianMixture(weights, loc, scale[..., None], **frame)
+    else:
+        likelihood = GaussianMixture(weights, loc, scale, **frame)
     observe = functools.partial(numpyro.sample, "obs", likelihood, obs=data)
     if mask is not None:
         observe = handlers.mask(observe, mask=mask)

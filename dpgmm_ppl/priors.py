@@ -21,6 +21,7 @@ __all__ = ["Priors"]
 _SCALAR_FIELDS = ("alpha_shape", "alpha_rate", "scale_shape")
 _DATA_FIELDS = ("loc_mean", "loc_scale", "scale_rate")
 _OPTIONAL_FIELDS = ("fixed_scale",)
+_OPTIONAL_SCALAR_FIELDS = ("corr_concentration",)
 
 
 #: Rows per block when the data's moments are accumulated in float64.
@@ -76,6 +77,17 @@ class Priors:
         If given, every component's scale is this known value (a
         ``numpyro.deterministic`` site instead of a sampled one), which gives
         models with exact posteriors, for checks.
+    corr_concentration : float or None
+        With ``covariance="full"``: the concentration :math:`\eta` of the
+        LKJ prior on each component's correlation matrix :math:`R`, whose
+        density is proportional to :math:`\det(R)^{\eta - 1}`. ``None``:
+        :math:`(D + 3) / 2`. Any :math:`D` points lie on a hyperplane, so a
+        component can flatten onto them, one eigenvalue :math:`\lambda` of
+        :math:`R` going to zero, which raises their likelihood like
+        :math:`\lambda^{-D/2}`; the prior, in the coordinates of the Cholesky
+        factor, falls like :math:`\lambda^{\eta - 1}`. With
+        :math:`\eta > 1 + D/2` the log joint stays bounded, as the
+        inverse-gamma prior bounds it for the scales.
 
     Examples
     --------
@@ -92,10 +104,13 @@ class Priors:
     scale_shape: float = 2.0
     scale_rate: Any = None
     fixed_scale: Any = None
+    corr_concentration: Any = None
 
     def __post_init__(self):
-        for name in _SCALAR_FIELDS:
+        for name in _SCALAR_FIELDS + _OPTIONAL_SCALAR_FIELDS:
             value = getattr(self, name)
+            if value is None and name in _OPTIONAL_SCALAR_FIELDS:
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(
                     f"Priors.{name} must be a positive float, got {value!r}"
@@ -115,6 +130,12 @@ class Priors:
                 raise ValueError(f"Priors.{name} must be finite, got {value!r}")
             if name != "loc_mean" and not np.all(array > 0):
                 raise ValueError(f"Priors.{name} must be positive, got {value!r}")
+
+    def lkj_concentration(self, dim: int) -> float:
+        """The LKJ concentration for ``dim``-dimensional data: the field, or ``(dim + 3) / 2``."""
+        if self.corr_concentration is not None:
+            return float(self.corr_concentration)
+        return (dim + 3.0) / 2.0
 
     @property
     def is_resolved(self) -> bool:

@@ -34,6 +34,7 @@ except ImportError:  # pragma: no cover - older scikit-learn
 
 from dpgmm_ppl._validation import check_positive_int
 from dpgmm_ppl.api import fit as _fit_dpgmm
+from dpgmm_ppl.fit import covariance_matrices
 from dpgmm_ppl.infer import BACKENDS
 from dpgmm_ppl.priors import Priors
 
@@ -42,11 +43,9 @@ __all__ = ["CONVERGENCE_TOL", "DirichletProcessGMM"]
 #: Tolerance of the convergence rule of the optimising backends (see ``converged_``).
 CONVERGENCE_TOL = 1e-3
 
-#: Covariance structures that :class:`DirichletProcessGMM` fits now.
-SUPPORTED_COVARIANCE_TYPES = ("diag",)
-
-#: Covariance structures that are planned but not implemented yet.
-PLANNED_COVARIANCE_TYPES = ("full", "spherical")
+#: Covariance structures of :class:`DirichletProcessGMM` (scikit-learn's names;
+#: ``"tied"`` has no counterpart in the DP-GMM).
+SUPPORTED_COVARIANCE_TYPES = ("diag", "full", "spherical")
 
 #: Arguments of :func:`dpgmm_ppl.fit` that the estimator sets from its own
 #: parameters; they may not appear in ``backend_options``.
@@ -57,6 +56,7 @@ _RESERVED_OPTIONS = {
     "num_components": "n_components",
     "num_chains": "n_chains",
     "priors": "priors",
+    "covariance": "covariance_type",
 }
 
 
@@ -98,7 +98,7 @@ def _tail_converged(losses, num_points, tol=CONVERGENCE_TOL):
 class DirichletProcessGMM(DensityMixin, BaseEstimator):
     """Dirichlet-process Gaussian mixture fitted by :func:`dpgmm_ppl.fit`.
 
-    A truncated stick-breaking DP-GMM with diagonal covariances, fitted by
+    A truncated stick-breaking DP-GMM, fitted by
     MAP (gradient descent to the posterior mode), SVI (a Gaussian family on
     the unconstrained space) or NUTS, behind scikit-learn's estimator API.
     ``score`` is the mean log predictive density, so ``GridSearchCV`` with its
@@ -110,11 +110,13 @@ class DirichletProcessGMM(DensityMixin, BaseEstimator):
         Truncation level of the stick-breaking prior: an upper bound on the
         number of clusters. The fit leaves the weights of unneeded components
         near zero.
-    covariance_type : {"diag"}, default="diag"
-        Structure of each component's covariance. Only ``"diag"`` (one
-        variance per component and feature) is implemented; ``"full"`` and
-        ``"spherical"`` are planned but not available yet, and any other
-        value raises ``ValueError`` at fit time.
+    covariance_type : {"diag", "full", "spherical"}, default="diag"
+        Structure of each component's covariance (the ``covariance`` of
+        :func:`dpgmm_ppl.fit`): one variance per component and feature,
+        a full covariance matrix per component (an LKJ prior on its
+        correlations), or one variance per component. ``"tied"`` has no
+        counterpart here; it and any other value raise ``ValueError`` at
+        fit time.
     backend : {"map", "svi", "nuts"}, default="map"
         The inference backend of :func:`dpgmm_ppl.fit`.
     n_chains : int, default=1
@@ -142,8 +144,12 @@ class DirichletProcessGMM(DensityMixin, BaseEstimator):
         Mixture weights.
     means_ : ndarray of shape (n_components, n_features)
         Component means.
-    covariances_ : ndarray of shape (n_components, n_features)
-        Per-feature variances of each component (the squared scales).
+    covariances_ : ndarray
+        The covariance of each component, shaped as in scikit-learn's
+        ``GaussianMixture``: ``(n_components, n_features)`` per-feature
+        variances for ``"diag"``, ``(n_components, n_features, n_features)``
+        matrices for ``"full"``, ``(n_components,)`` variances for
+        ``"spherical"``. Posterior backends: the mean over the draws.
     converged_ : bool
         MAP and SVI: every loss of the chain the estimates come from is
         finite, and the mean loss over the last 5% of the steps (five at
@@ -235,14 +241,9 @@ class DirichletProcessGMM(DensityMixin, BaseEstimator):
         if not isinstance(self.covariance_type, str) or (
             self.covariance_type not in SUPPORTED_COVARIANCE_TYPES
         ):
-            planned = (
-                f"; {self.covariance_type!r} is planned but not implemented yet"
-                if self.covariance_type in PLANNED_COVARIANCE_TYPES
-                else ""
-            )
             raise ValueError(
                 f"covariance_type must be one of {list(SUPPORTED_COVARIANCE_TYPES)}, "
-                f"got {self.covariance_type!r}{planned}"
+                f"got {self.covariance_type!r}"
             )
         if not isinstance(self.backend, str) or self.backend not in BACKENDS:
             raise ValueError(
@@ -294,6 +295,7 @@ class DirichletProcessGMM(DensityMixin, BaseEstimator):
             num_components=n_components,
             num_chains=n_chains,
             priors=self.priors,
+            covariance=self.covariance_type,
             **options,
         )
 
@@ -336,13 +338,18 @@ class DirichletProcessGMM(DensityMixin, BaseEstimator):
     def _set_fitted_attributes(self, result, num_points):
         chain = result.best_chain
         samples = {
-            name: np.asarray(result.samples[name][chain], dtype=np.float64)
-            for name in ("weights", "loc", "scale")
+            name: np.asarray(value[chain], dtype=np.float64)
+            for name, value in result.samples.items()
         }
         weights = samples["weights"].mean(axis=0)
         self.weights_ = weights / weights.sum()
         self.means_ = samples["loc"].mean(axis=0)
-        self.covariances_ = np.mean(samples["scale"] ** 2, axis=0)
+        covariances = covariance_matrices(samples).mean(axis=0)
+        if self.covariance_type == "diag":
+            covariances = np.diagonal(covariances, axis1=-2, axis2=-1).copy()
+        elif self.covariance_type == "spherical":
+            covariances = np.mean(np.diagonal(covariances, axis1=-2, axis2=-1), axis=-1)
+        self.covariances_ = covariances
         self.__dict__.pop("lower_bound_", None)
         if result.backend == "nuts":
             self.converged_ = not bool(np.any(result.sample_stats["diverging"]))
@@ -477,5 +484,11 @@ class DirichletProcessGMM(DensityMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
         labels = rng.choice(self.weights_.shape[0], size=n_samples, p=self.weights_)
         noise = rng.standard_normal((n_samples, self.means_.shape[1]))
-        points = self.means_[labels] + noise * np.sqrt(self.covariances_[labels])
-        return points, labels
+        if self.covariance_type == "full":
+            factors = np.linalg.cholesky(self.covariances_)
+            offsets = np.einsum("nij,nj->ni", factors[labels], noise)
+        elif self.covariance_type == "spherical":
+            offsets = noise * np.sqrt(self.covariances_[labels])[:, None]
+        else:
+            offsets = noise * np.sqrt(self.covariances_[labels])
+        return self.means_[labels] + offsets, labels

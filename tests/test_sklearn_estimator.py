@@ -154,6 +154,66 @@ def test_sample_matches_the_fitted_mixture(fitted):
     np.testing.assert_array_equal(components, again_components)
 
 
+# -- four well-separated clusters in 5-D, full covariances --------------------
+
+
+@pytest.fixture(scope="module")
+def correlated_blobs():
+    rng = np.random.default_rng(7)
+    factors = rng.normal(size=(4, 5, 5)) * 0.5
+    covariances = factors @ np.swapaxes(factors, 1, 2) + 0.2 * np.eye(5)
+    labels = rng.choice(len(TRUE_WEIGHTS), size=NUM_POINTS, p=TRUE_WEIGHTS)
+    noise = np.einsum("nij,nj->ni", np.linalg.cholesky(covariances)[labels],
+                      rng.standard_normal((NUM_POINTS, 5)))
+    return TRUE_MEANS[labels] + noise, labels, covariances
+
+
+@pytest.fixture(scope="module")
+def fitted_full(correlated_blobs):
+    X, _, _ = correlated_blobs
+    return DirichletProcessGMM(
+        n_components=6, covariance_type="full", n_chains=2, max_iter=2000, random_state=0
+    ).fit(X)
+
+
+def test_full_covariance_predict_recovers_the_clusters(fitted_full, correlated_blobs):
+    X, labels, _ = correlated_blobs
+    assert adjusted_rand_score(labels, fitted_full.predict(X)) >= 0.95
+
+
+def test_full_covariances_match_the_truth(fitted_full, correlated_blobs):
+    X, labels, covariances = correlated_blobs
+    assert fitted_full.covariances_.shape == (6, 5, 5)
+    match = _match(fitted_full)
+    counts = np.bincount(labels, minlength=4)
+    for k, fitted_k in enumerate(match):
+        # Standard error of a sample covariance entry: sqrt((s_ii s_jj + s_ij^2) / n_k).
+        variances = np.diag(covariances[k])
+        se = np.sqrt((np.outer(variances, variances) + covariances[k] ** 2) / counts[k])
+        # Five of them over 15 distinct entries a cluster; the weaker extra
+        # components and the priors move a MAP estimate less than one.
+        assert np.all(np.abs(fitted_full.covariances_[fitted_k] - covariances[k]) <= 5 * se), k
+    # sample() draws with these covariances: the sample covariance of the
+    # heaviest component within five standard errors.
+    points, components = fitted_full.sample(20_000)
+    heavy = match[0]
+    drawn = points[components == heavy]
+    cov = fitted_full.covariances_[heavy]
+    se = np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov**2) / len(drawn))
+    assert np.all(np.abs(np.cov(drawn.T) - cov) <= 5 * se)
+
+
+def test_spherical_covariances_have_one_variance_per_component(blobs):
+    X, labels, sds = blobs
+    model = DirichletProcessGMM(
+        n_components=4, covariance_type="spherical", max_iter=1500, random_state=0
+    ).fit(X)
+    assert model.covariances_.shape == (4,)
+    scale = model.fit_.samples["scale"][model.fit_.best_chain, 0]
+    np.testing.assert_allclose(model.covariances_, scale**2, rtol=1e-5)
+    assert adjusted_rand_score(labels, model.predict(X)) >= 0.95
+
+
 def test_pipeline_with_standard_scaler(blobs):
     X, labels, _ = blobs
     model = DirichletProcessGMM(n_components=6, n_chains=3, max_iter=3000, random_state=0)
@@ -259,8 +319,10 @@ def test_svi_and_nuts_on_one_feature():
 @pytest.mark.parametrize(
     "params, error, match",
     [
-        ({"covariance_type": "full"}, ValueError, r"\['diag'\].*'full' is planned"),
-        ({"covariance_type": "tied"}, ValueError, "covariance_type must be one of"),
+        ({"covariance_type": "tied"}, ValueError,
+         r"covariance_type must be one of \['diag', 'full', 'spherical'\], got 'tied'"),
+        ({"covariance_type": "full", "backend_options": {"covariance": "diag"}}, ValueError,
+         "covariance_type"),
         ({"n_components": 0}, ValueError, "n_components must be an integer >= 1"),
         ({"n_components": 2.5}, TypeError, "n_components must be an integer"),
         ({"n_chains": 0}, ValueError, "n_chains must be"),

@@ -63,6 +63,7 @@ from numpyro.infer import NUTS as NUTSKernel
 
 from dpgmm_ppl._validation import check_parameterization, check_positive_int
 from dpgmm_ppl.infer._common import guarded_update
+from dpgmm_ppl.infer._progress import check_progress_bar
 from dpgmm_ppl.infer.base import Backend, BackendOutput, check_chart
 from dpgmm_ppl.initialization import kmeanspp_init
 
@@ -154,13 +155,9 @@ def _descend(density, num_steps):
 
 
 def _sort_by_weight(values):
+    """Every per-component site (all but ``alpha``) in order of decreasing weight."""
     order = jnp.argsort(-values["weights"])
-    return {
-        "alpha": values["alpha"],
-        "weights": values["weights"][order],
-        "loc": values["loc"][order],
-        "scale": values["scale"][order],
-    }
+    return {name: value if name == "alpha" else value[order] for name, value in values.items()}
 
 
 def _init_positions(rng_key, density, num_chains, num_init_steps):
@@ -243,6 +240,7 @@ def run_nuts(
     chain_method,
     num_init_steps,
     parameterization,
+    progress_bar=False,
 ):
     """Run ``num_chains`` NUTS chains on the shared log-density.
 
@@ -293,6 +291,11 @@ def run_nuts(
     parameterization : {"centered", "noncentered"}
         The chart of the unconstrained space; ``density`` must have been
         built in it (``ValueError`` otherwise).
+    progress_bar : bool
+        Show NumPyro's own progress bar (tqdm, on stderr) over the warmup and
+        sampling iterations. NumPyro then runs a single chain as a Python
+        loop over compiled iterations; it leaves the bar out where the
+        environment variable ``CI`` or ``PYTEST_XDIST_WORKER`` is set.
 
     Returns
     -------
@@ -334,7 +337,7 @@ def run_nuts(
         num_samples=num_samples,
         num_chains=num_chains,
         chain_method=_resolve_chain_method(chain_method, num_chains, density.data),
-        progress_bar=False,
+        progress_bar=progress_bar,
     )
     with timer:
         mcmc.run(sample_key, init_params=init_params, extra_fields=tuple(_EXTRA_FIELDS))
@@ -375,6 +378,7 @@ def _validate(options):
             f"dense_mass must be True or False, got {options['dense_mass']!r}"
         )
     check_parameterization(options["parameterization"])
+    check_progress_bar(options["progress_bar"])
     if options["chain_method"] not in (None,) + _CHAIN_METHODS:
         raise ValueError(
             "chain_method must be None, 'parallel', 'sequential' or 'vectorized', "
@@ -393,6 +397,7 @@ NUTS = Backend(
         "chain_method": None,
         "num_init_steps": 1000,
         "parameterization": "noncentered",
+        "progress_bar": False,
     },
     run=run_nuts,
     validate=_validate,

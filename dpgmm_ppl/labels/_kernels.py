@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dpgmm_ppl.fit import component_parameters
+
 _SITES = ("weights", "loc", "scale")
 
 #: Draws x components x points (x dims) evaluated at once: about 10 MB of float32.
@@ -73,13 +75,23 @@ def _chunked_rows(values, blocks):
 
 
 def _responsibilities(params, x_chunk):
-    """``p(z = k | x_m, draw b)`` for a block of draws: ``(block, K, chunk)``."""
+    """``p(z = k | x_m, draw b)`` for a block of draws: ``(block, K, chunk)``.
+
+    ``params`` are ``(weights, loc, spread)`` of :func:`~dpgmm_ppl.fit.component_parameters`:
+    ``spread`` is a scale with ``loc``'s shape, or ``scale_tril`` ``(block, K, D, D)``.
+    """
     weights, loc, scale = params
     tiny = jnp.finfo(weights.dtype).tiny
-    z = (x_chunk - loc[..., None]) / scale[..., None]  # x_chunk (chunk,) or (D, chunk)
-    quadratic, log_scale = z * z, jnp.log(scale)
-    if loc.ndim == 3:  # vector data: sum over the D axis
-        quadratic, log_scale = jnp.sum(quadratic, axis=2), jnp.sum(log_scale, axis=-1)
+    if scale.ndim == loc.ndim + 1:  # full covariances: whiten by the Cholesky factors
+        centred = x_chunk - loc[..., None]  # (block, K, D, chunk)
+        z = jax.scipy.linalg.solve_triangular(scale, centred, lower=True)
+        quadratic = jnp.sum(z * z, axis=2)
+        log_scale = jnp.sum(jnp.log(jnp.diagonal(scale, axis1=-2, axis2=-1)), axis=-1)
+    else:
+        z = (x_chunk - loc[..., None]) / scale[..., None]  # x_chunk (chunk,) or (D, chunk)
+        quadratic, log_scale = z * z, jnp.log(scale)
+        if loc.ndim == 3:  # vector data: sum over the D axis
+            quadratic, log_scale = jnp.sum(quadratic, axis=2), jnp.sum(log_scale, axis=-1)
     log_joint = (jnp.log(jnp.maximum(weights, tiny)) - log_scale)[..., None] - 0.5 * quadratic
     unnormalised = jnp.exp(log_joint - jnp.max(log_joint, axis=1, keepdims=True))
     return unnormalised / jnp.sum(unnormalised, axis=1, keepdims=True)
@@ -192,10 +204,11 @@ def _mean_responsibilities(blocks, num_components, dtype):
 
 
 def _flat_draws(fit, dtype):
-    """``weights``, ``loc``, ``scale`` with (chain, draw) flattened, as numpy ``dtype``."""
+    """``weights``, ``loc`` and the spread (``scale``, or ``scale_tril`` for full
+    covariances) with (chain, draw) flattened, as numpy ``dtype``."""
     return tuple(
-        np.asarray(fit.samples[name], dtype).reshape((-1,) + np.shape(fit.samples[name])[2:])
-        for name in _SITES
+        np.asarray(value, dtype).reshape((-1,) + np.shape(value)[2:])
+        for value in component_parameters(fit.samples)
     )
 
 

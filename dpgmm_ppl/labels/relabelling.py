@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 
 from dpgmm_ppl._validation import check_positive_int, check_rng_key
-from dpgmm_ppl.fit import Fit
+from dpgmm_ppl.fit import Fit, component_parameters
 from dpgmm_ppl.labels._checks import (
     _check_choice,
     _check_fit,
@@ -24,7 +24,6 @@ from dpgmm_ppl.labels._checks import (
     _check_pivot,
 )
 from dpgmm_ppl.labels._kernels import (
-    _SITES,
     _block_layout,
     _flat_draws,
     _mean_responsibilities,
@@ -114,8 +113,10 @@ def apply_permutations(fit, permutations):
     _check_fit(fit)
     permutations = _check_permutations(permutations, fit)
     samples = dict(fit.samples)
-    for name in _SITES:
-        value = np.asarray(samples[name])
+    for name, value in fit.samples.items():
+        value = np.asarray(value)
+        if value.ndim < 3:  # alpha: no component axis
+            continue
         index = permutations.reshape(permutations.shape + (1,) * (value.ndim - 3))
         samples[name] = np.take_along_axis(value, index, axis=2)
     total = permutations if fit.permutations is None else _compose(fit.permutations, permutations)
@@ -146,7 +147,9 @@ def _pivot_draw(fit, pivot):
         chain, draw = _best_draw(fit)
     else:
         chain, draw = pivot
-    return tuple(np.asarray(source.samples[name])[chain, draw] for name in _SITES)
+    return component_parameters(
+        {name: np.asarray(value)[chain, draw] for name, value in source.samples.items()}
+    )
 
 
 #: Classification probabilities below this count as zero in the pivot's and

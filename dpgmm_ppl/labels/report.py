@@ -128,6 +128,12 @@ def _invariant_quantities(fit, x):
     return quantities
 
 
+def _per_dimension(samples):
+    """The scales with ``loc``'s shape: a spherical scale repeated over the dimensions."""
+    scale, loc = np.asarray(samples["scale"]), np.asarray(samples["loc"])
+    return np.broadcast_to(scale[..., None], loc.shape) if scale.ndim < loc.ndim else scale
+
+
 def _chain_permutations(fit, x):
     """Per chain, the assignment of its mean parameters onto chain 0's."""
     spread = np.std(x, axis=0) + np.finfo(np.float64).tiny
@@ -135,7 +141,7 @@ def _chain_permutations(fit, x):
     features = np.concatenate([
         np.mean(fit.samples["weights"], axis=1).reshape(lead),
         np.mean(np.asarray(fit.samples["loc"]) / spread, axis=1).reshape(lead),
-        np.mean(np.log(np.asarray(fit.samples["scale"]) / spread), axis=1).reshape(lead),
+        np.mean(np.log(_per_dimension(fit.samples) / spread), axis=1).reshape(lead),
     ], axis=-1)
     costs = np.sum((features[:, :, None, :] - features[0][None, None]) ** 2, axis=-1)
     return _best_permutations(costs)

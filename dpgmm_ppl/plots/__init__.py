@@ -2,10 +2,13 @@
 
 Post-processing only: nothing here re-fits. Each ``plot_*`` function takes
 ``ax=None`` (a new pyplot figure when omitted) and returns the Axes. Only this
-package imports matplotlib. Density plots are for scalar data only, for now.
+package imports matplotlib. Density plots are for scalar data; for vector
+data, :func:`plot_components` draws the points with each component as an
+ellipse.
 """
 
 from dpgmm_ppl.plots._common import GRID_PAD, GRID_SIZE
+from dpgmm_ppl.plots.components import component_ellipses, plot_components
 from dpgmm_ppl.plots.density import plot_density, plot_predictive_comparison, plot_weights
 from dpgmm_ppl.plots.labels import (
     plot_coclustering,
@@ -19,7 +22,9 @@ __all__ = [
     "GRID_PAD",
     "GRID_SIZE",
     "animate_training",
+    "component_ellipses",
     "plot_coclustering",
+    "plot_components",
     "plot_label_switching",
     "plot_num_clusters",
     "plot_weights_against_posterior",

@@ -17,6 +17,7 @@ from dpgmm_ppl.plots._common import (
     density_grid,
     weighted_components,
 )
+from dpgmm_ppl.plots.components import plot_components
 from dpgmm_ppl.plots.density import plot_density, plot_weights
 
 __all__ = ["animate_training", "plot_loss", "save_figures"]
@@ -134,6 +135,9 @@ def save_figures(fit, out_dir, *, data=None, max_frames=100, dpi=60):
     ``loss.png`` and ``training.gif`` are skipped for a fit without losses or
     history (NUTS). The GIF keeps at most ``max_frames`` frames, at ``dpi``.
     ``out_dir`` is created if missing; ``data`` defaults to ``fit.data``.
+    For vector data, ``components.png`` (:func:`~dpgmm_ppl.plots.plot_components`,
+    the first two coordinates) takes the place of ``density.png``, and there
+    is no GIF.
 
     Returns
     -------
@@ -141,10 +145,16 @@ def save_figures(fit, out_dir, *, data=None, max_frames=100, dpi=60):
         The files written.
     """
     check_fit(fit)
-    data = data_1d(fit, data)
+    is_scalar = fit.dim is None
+    if is_scalar:
+        data = data_1d(fit, data)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots = {"density.png": lambda ax: plot_density(fit, data, ax=ax)}
+    plots = {}
+    if is_scalar:
+        plots["density.png"] = lambda ax: plot_density(fit, data, ax=ax)
+    elif fit.dim >= 2:
+        plots["components.png"] = lambda ax: plot_components(fit, data, ax=ax)
     plots["weights.png"] = lambda ax: plot_weights(fit, ax=ax)
     if fit.losses is not None:
         plots["loss.png"] = lambda ax: plot_loss(fit, ax=ax)
@@ -157,7 +167,7 @@ def save_figures(fit, out_dir, *, data=None, max_frames=100, dpi=60):
         finally:
             plt.close(fig)
         paths.append(out_dir / name)
-    if fit.history is not None:
+    if fit.history is not None and is_scalar:
         fig, animation = _training_animation(fit, data, max_frames=max_frames)
         try:
             animation.save(out_dir / "training.gif", writer="pillow", dpi=dpi)
