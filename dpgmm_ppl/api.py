@@ -9,6 +9,7 @@ import numpy as np
 
 from dpgmm_ppl._validation import (
     check_batch_size,
+    check_covariance,
     check_positive_int,
     check_priors,
     check_rng_key,
@@ -42,6 +43,7 @@ def fit(
     num_components=25,
     num_chains=1,
     priors=None,
+    covariance="diag",
     mesh=None,
     **backend_options,
 ) -> Fit:
@@ -73,6 +75,12 @@ def fit(
         Independent restarts (MAP) or chains.
     priors : Priors, optional
         Hyperparameters; defaults are scaled from the data.
+    covariance : {"diag", "spherical", "full"}
+        The covariance structure of the components (:func:`~dpgmm_ppl.dpgmm`):
+        one scale per dimension (the default), one scale per component, or
+        a full covariance (an LKJ prior on the correlations times the
+        scales; site ``scale_tril``). For 1-d data the three are the same
+        model, fitted as ``"diag"``.
     mesh : jax.sharding.Mesh, optional
         Split the data's rows across the devices of the mesh's ``"data"``
         axis (:mod:`dpgmm_ppl.sharding`; ``dpgmm_ppl.sharding.data_mesh()``
@@ -101,6 +109,10 @@ def fit(
         which SVI's Gaussian family lives and NUTS moves
         (:mod:`dpgmm_ppl.reparam`); the model and its log joint density are
         the same in both. MAP always uses NumPyro's own (centred) chart.
+        Every backend: ``progress_bar`` (``False``, the default; ``True``
+        draws a tqdm bar on stderr: for MAP and SVI advanced from inside the
+        compiled loop once every ``history_every`` steps, with the same
+        result as without it; for NUTS NumPyro's own bar).
         An option the backend does not take raises ``TypeError``.
 
     Returns
@@ -130,6 +142,7 @@ def fit(
     num_chains = check_positive_int("num_chains", num_chains)
     key = check_rng_key(rng_key)
     priors = check_priors(priors, data, num_components)
+    covariance = check_covariance(covariance, data, priors)
     options = _resolve_options(algorithm, backend_options)
     batch_size = check_batch_size(options.get("batch_size"), data.shape[0])
     if mesh is not None:
@@ -148,7 +161,7 @@ def fit(
         )
     # The chart of the unconstrained space is fixed when the density is built.
     density = build_log_density(
-        data, num_components=num_components, priors=priors,
+        data, num_components=num_components, priors=priors, covariance=covariance,
         parameterization=options.get("parameterization", "centered"),
         mesh=mesh,
         keep_data_on_host=batch_size is not None,
@@ -163,6 +176,7 @@ def fit(
         data=np.asarray(data),
         num_components=num_components,
         priors=density.priors,
+        covariance=density.covariance,
         losses=None if output.losses is None else np.asarray(output.losses),
         history=None
         if output.history is None

@@ -8,6 +8,7 @@ priors, so that :func:`load` rebuilds the same :class:`~dpgmm_ppl.fit.Fit`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -20,27 +21,94 @@ from dpgmm_ppl.arviz_io import FORMAT_VERSION, PERMUTATION_STAT
 from dpgmm_ppl.fit import Fit
 from dpgmm_ppl.priors import Priors
 
-__all__ = ["load", "save"]
+__all__ = ["atomic_output", "load", "save"]
 
-_SITES = ("alpha", "weights", "loc", "scale")
+
+# The umask can only be read by setting it; done once, at import, rather than
+# flipped on every write while other threads may be creating files.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def _check_target(path):
+    """``path`` as a Path whose directory exists, or a clear error."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(
+            f"path {str(path)!r}: the directory {str(path.parent)!r} does not exist"
+        )
+    if path.is_dir():
+        raise IsADirectoryError(f"path {str(path)!r} is a directory, not a file name")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_output(path):
+    """Write a file all at once: yield a temporary path beside ``path``, then rename it.
+
+    The caller writes the whole file to the yielded path. When the block
+    ends normally the file is flushed to disk and moved onto ``path`` with
+    :func:`os.replace` (atomic within a file system), so that ``path`` holds
+    either its earlier content or the complete new file, never a part of it.
+    When the block raises anything, ``KeyboardInterrupt`` included, the
+    temporary file is removed and ``path`` is left as it was. The temporary
+    name is hidden (``.name.XXXX.tmp.ext``) and keeps the extension, for
+    writers that pick the format from it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write; its directory must exist.
+
+    Yields
+    ------
+    pathlib.Path
+        The temporary file, empty, in the same directory.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> with atomic_output(folder / "note.txt") as temporary:
+    ...     _ = temporary.write_text("written whole")
+    >>> (folder / "note.txt").read_text(), [p.name for p in folder.iterdir()]
+    ('written whole', ['note.txt'])
+    """
+    path = _check_target(path)
+    handle, name = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix
+    )
+    temporary = Path(name)
+    try:
+        os.close(handle)
+        yield temporary
+        with open(temporary, "rb+") as stream:
+            os.fsync(stream.fileno())
+        # mkstemp makes the file readable by its owner only; give it the
+        # permissions any new file gets under the process's umask.
+        os.chmod(temporary, 0o666 & ~_UMASK)
+        os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
 
 
 def save(fit, path):
     """Write ``fit`` to ``path`` (netCDF), atomically: a temporary file, then a rename.
 
+    An interrupted or failed write leaves no partial file, and no temporary
+    one (:func:`atomic_output`); an existing file at ``path`` is replaced
+    only by the complete new one.
+
     Returns
     -------
     pathlib.Path
     """
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent or ".", suffix=".tmp.nc")
-    os.close(handle)
-    try:
+    path = _check_target(path)
+    with atomic_output(path) as temporary:
         write_netcdf(fit.to_arviz(), temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
     return path
 
 
@@ -108,15 +176,17 @@ def load(path) -> Fit:
     if optimization is not None:
         history = {
             name: optimization[f"{name}_history"].values
-            for name in _SITES
+            for name in posterior.data_vars
             if f"{name}_history" in optimization
         }
     return Fit(
         backend=str(attrs["backend"]),
-        samples={name: posterior[name].values for name in _SITES},
+        samples={name: posterior[name].values for name in posterior.data_vars},
         sample_stats=sample_stats,
         data=groups["observed_data"]["obs"].values,
         num_components=int(attrs["num_components"]),
+        # Files written before the covariance structures existed are diagonal.
+        covariance=str(attrs.get("covariance", "diag")),
         priors=_priors_from(attrs["priors"]),
         losses=None if optimization is None else optimization["loss"].values,
         history=history or None,

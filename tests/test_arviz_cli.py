@@ -1,4 +1,9 @@
-"""ArviZ output (on whichever ArviZ line is installed) and the demo command."""
+"""ArviZ output (on whichever ArviZ line is installed), and the demo and compare commands.
+
+``dpgmm-ppl fit`` is tested in ``test_cli.py``; the runs here pass
+``--no-progress``, so that their programs are the ones the backends compile
+without a bar (and stay in JAX's persistent compilation cache).
+"""
 
 import json
 
@@ -52,7 +57,7 @@ def test_arviz_summary_reads_the_posterior(small_fit):
 def test_demo_command_writes_figures_and_reports_a_close_fit(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--num-steps", "1500", "--num-components", "10",
-                 "--no-compare"]) == 0
+                 "--no-compare", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     for name in ("density.png", "weights.png", "loss.png", "training.gif"):
         assert (out / name).stat().st_size > 1000, name
@@ -68,7 +73,7 @@ def test_compare_command_writes_table_figure_and_fits(tmp_path, capsys):
     csv.write_text("x,unused\n" + "\n".join(f"{v},{i}" for i, v in enumerate(values)) + "\n")
     out = tmp_path / "out"
     args = ["compare", str(csv), "--columns", "x", "--out", str(out), "--quick",
-            "--num-chains", "2", "--num-components", "3"]
+            "--num-chains", "2", "--num-components", "3", "--no-progress"]
     assert main(args) == 0
     table = json.loads((out / "compare.json").read_text())
     assert table["backend"] == ["map", "svi", "nuts"]

@@ -338,6 +338,14 @@ def cli_rows():
         write(tmp / "compare.txt", "an earlier table")
         return cli_error_line(["compare", write(tmp / "d.csv", good_csv), "--out", tmp])
 
+    def pickled_npy(tmp):
+        np.save(tmp / "objects.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+        return tmp / "objects.npy"
+
+    def existing_fit_output(tmp):
+        write(tmp / "fit.nc", "an earlier fit")
+        return cli_error_line(["fit", write(tmp / "d.csv", good_csv), "--out", tmp])
+
     return [
         BadInput("cli-missing-file",
                  lambda tmp: cli_error_line(["compare", tmp / "missing.csv", "--out", tmp / "out"]),
@@ -353,12 +361,28 @@ def cli_rows():
         BadInput("cli-3d-npy",
                  lambda tmp: cli_error_line(["compare", three_d_npy(tmp), "--out", tmp / "out"]),
                  ValueError,
-                 r"^dpgmm-ppl compare: error: data must have shape \(N,\) or \(N, D\), got a 3-d"),
+                 r"^dpgmm-ppl compare: error: .*cube\.npy: the data must have shape \(N,\) or \(N, D\), got a 3-d"),
         BadInput("cli-existing-output", existing_output,
                  ValueError, r"^dpgmm-ppl compare: error: .* already holds comparison output; pass --force"),
         BadInput("cli-demo-num-steps-0",
                  lambda tmp: cli_error_line(["demo", "--num-steps", 0, "--out", tmp / "out"]),
                  ValueError, r"^dpgmm-ppl demo: error: --num-steps must be an integer >= 1, got 0$"),
+        BadInput("cli-fit-pickle-npy",
+                 lambda tmp: cli_error_line(["fit", pickled_npy(tmp), "--out", tmp / "out"]),
+                 ValueError, r"^dpgmm-ppl fit: error: .*objects\.npy: not a plain numeric NPY array"),
+        BadInput("cli-fit-header-only",
+                 lambda tmp: cli_error_line(["fit", write(tmp / "d.csv", "x,y\n"), "--out", tmp / "out"]),
+                 ValueError, r"^dpgmm-ppl fit: error: .*d\.csv: expected a header row and at least one data row$"),
+        BadInput("cli-fit-unknown-column",
+                 lambda tmp: cli_error_line(["fit", write(tmp / "d.csv", good_csv), "--columns", "y",
+                                             "--out", tmp / "out"]),
+                 ValueError, r"^dpgmm-ppl fit: error: .*d\.csv: no column\(s\) \['y'\]; the header has \['x'\]$"),
+        BadInput("cli-fit-existing-output", existing_fit_output,
+                 ValueError, r"^dpgmm-ppl fit: error: .*fit\.nc already exists; pass --force to overwrite it$"),
+        BadInput("cli-fit-num-warmup-for-map",
+                 lambda tmp: cli_error_line(["fit", write(tmp / "d.csv", good_csv), "--num-warmup", 5,
+                                             "--out", tmp / "out"]),
+                 ValueError, r"^dpgmm-ppl fit: error: --num-warmup applies to --backend nuts, not map$"),
     ]
 
 

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from dpgmm_ppl.infer._progress import StepBar
 from dpgmm_ppl.initialization import kmeanspp_init
 
 __all__ = ["LP_ROWS", "SEED_ROWS", "STEPS_PER_CHUNK", "run_minibatch_chains"]
@@ -60,7 +61,9 @@ def _make_chunk_runner(step, guide, num_steps, history_every):
     return jax.jit(run_chunk, donate_argnums=(0,))
 
 
-def run_minibatch_chains(rng_key, num_chains, density, guide, unravel, step, init_state, options):
+def run_minibatch_chains(
+    rng_key, num_chains, density, guide, unravel, step, init_state, options, *, bar=None
+):
     """Run every restart on streamed minibatches, one restart after another.
 
     Parameters
@@ -78,6 +81,10 @@ def run_minibatch_chains(rng_key, num_chains, density, guide, unravel, step, ini
         ``init_state(params) -> SVIState``.
     options : dict
         ``batch_size``, ``num_steps``, ``num_samples``, ``history_every``.
+    bar : StepBar, optional
+        Advanced on the host as each chunk of steps finishes (one chunk
+        behind the dispatch, so that the host still gathers the next chunk's
+        batches while the device runs the current one).
 
     Returns
     -------
@@ -119,10 +126,12 @@ def run_minibatch_chains(rng_key, num_chains, density, guide, unravel, step, ini
             compile_seconds[0] += time.perf_counter() - begin
         return compiled[function](*args)
 
+    bar = StepBar("SVI", 0, enabled=False) if bar is None else bar
     start = time.perf_counter()
     key_lp, key_chains = jax.random.split(rng_key)
     lp_rows = data[_host_generator(key_lp).integers(0, num_data, size=min(num_data, LP_ROWS))]
     results = []
+    pending = []  # (losses, steps) of chunks dispatched but not yet counted on the bar
     for chain_key in jax.random.split(key_chains, num_chains):
         key_init, key_fit, key_draws, key_host = jax.random.split(chain_key, 4)
         generator = _host_generator(key_host)
@@ -136,11 +145,23 @@ def run_minibatch_chains(rng_key, num_chains, density, guide, unravel, step, ini
             batches = data[generator.integers(0, num_data, size=(chunk, batch_size))]
             carry, chunk_losses = call(run_chunk, carry, batches, indices)
             losses.append(chunk_losses[: num_steps - first])
+            if bar.enabled:
+                pending.append((chunk_losses, min(chunk, num_steps - first)))
+                pending = _count_finished(bar, pending)
         state, frames, _ = carry
         positions, lp, history = call(finish, state.params, frames, key_draws, lp_rows)
         results.append((positions, lp, jnp.concatenate(losses), history))
     results = jax.block_until_ready(results)
+    _count_finished(bar, pending, keep=0)
     elapsed = time.perf_counter() - start
     stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *results)
     timing = {"compile_seconds": compile_seconds[0], "run_seconds": elapsed - compile_seconds[0]}
     return stacked, timing
+
+
+def _count_finished(bar, pending, keep=1):
+    """Wait for all but the last ``keep`` pending chunks and count their steps on ``bar``."""
+    for chunk_losses, num_steps in pending[: len(pending) - keep]:
+        jax.block_until_ready(chunk_losses)
+        bar.advance(num_steps)
+    return pending[len(pending) - keep :]

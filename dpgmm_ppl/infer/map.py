@@ -33,6 +33,7 @@ from dpgmm_ppl.infer._common import (
     history_steps,
     resolve_optimizer_chain_method,
 )
+from dpgmm_ppl.infer._progress import StepBar, check_progress_bar
 from dpgmm_ppl.infer.base import Backend, BackendOutput
 from dpgmm_ppl.initialization import kmeanspp_init
 
@@ -42,7 +43,7 @@ __all__ = ["MAP", "run_map"]
 COLLAPSE_RATIO = 1e-4
 
 
-def _make_chain_runner(density, optimizer, num_steps, history_every):
+def _make_chain_runner(density, optimizer, num_steps, history_every, bar):
     value_and_grad = jax.value_and_grad(lambda position, data: -density.log_joint_fn(position, data))
     num_frames, remainder = divmod(num_steps, history_every)
 
@@ -55,6 +56,7 @@ def _make_chain_runner(density, optimizer, num_steps, history_every):
 
         def block(carry, _):
             carry, losses = jax.lax.scan(step, carry, None, length=history_every)
+            bar.report(history_every, losses[-1])
             return carry, (losses, carry[0])
 
         carry = (position, optimizer.init(position))
@@ -62,6 +64,7 @@ def _make_chain_runner(density, optimizer, num_steps, history_every):
         losses = losses.reshape(-1)
         if remainder:
             carry, tail_losses = jax.lax.scan(step, carry, None, length=remainder)
+            bar.report(remainder, tail_losses[-1])
             losses = jnp.concatenate([losses, tail_losses])
             frames = jax.tree_util.tree_map(
                 lambda f, last: jnp.concatenate([f, last[None]]), frames, carry[0]
@@ -69,6 +72,25 @@ def _make_chain_runner(density, optimizer, num_steps, history_every):
         return carry[0], losses, frames
 
     return run_chain
+
+
+def _spread_ratio(history, data_spread):
+    """Each component's narrowest spread over the data's, per frame: (chain, frame, K).
+
+    For full covariances the diagonal of ``scale_tril``: the standard
+    deviation of each dimension given the ones before it, which vanishes
+    when the component flattens onto fewer dimensions.
+    """
+    data_spread = np.asarray(data_spread)
+    if "scale_tril" in history:
+        spread = np.diagonal(np.asarray(history["scale_tril"]), axis1=-2, axis2=-1)
+    else:
+        spread = np.asarray(history["scale"])
+    loc_ndim = np.ndim(history["loc"])
+    if spread.ndim < loc_ndim:  # spherical: compare with the data's mean spread
+        return spread / np.exp(np.mean(np.log(data_spread)))
+    ratio = spread / data_spread
+    return ratio.min(axis=-1) if ratio.ndim == 4 else ratio
 
 
 def _warn_on_failure(losses, history, history_steps, data_spread):
@@ -84,9 +106,7 @@ def _warn_on_failure(losses, history, history_steps, data_spread):
                 RuntimeWarning,
                 stacklevel=4,
             )
-    ratio = np.asarray(history["scale"]) / data_spread
-    if ratio.ndim == 4:
-        ratio = ratio.min(axis=-1)
+    ratio = _spread_ratio(history, data_spread)
     collapsed = ratio < COLLAPSE_RATIO  # (chain, frame, component)
     for chain in range(collapsed.shape[0]):
         frames, components = np.nonzero(collapsed[chain])
@@ -102,7 +122,15 @@ def _warn_on_failure(losses, history, history_steps, data_spread):
 
 
 def run_map(
-    rng_key, density, *, num_chains, optimizer, num_steps, history_every, chain_method
+    rng_key,
+    density,
+    *,
+    num_chains,
+    optimizer,
+    num_steps,
+    history_every,
+    chain_method,
+    progress_bar=False,
 ):
     """Run ``num_chains`` vmapped MAP restarts on the shared log-density.
 
@@ -127,6 +155,11 @@ def run_map(
         a batched (chain, data, component) array measured 1.5-5x slower per
         restart than over one restart at a time, and ``"vectorized"`` on
         accelerators. Both give the same result for the same key.
+    progress_bar : bool
+        Show a tqdm bar of the steps of every restart on stderr. It is
+        advanced by a ``jax.debug.callback`` once every ``history_every``
+        steps, so the step loop runs as fast, and gives the same result, as
+        without it.
 
     Returns
     -------
@@ -134,7 +167,8 @@ def run_map(
         One draw per chain; ``losses`` of shape ``(num_chains, num_steps)``.
     """
     optimizer = optax.adam(0.05) if optimizer is None else optimizer
-    run_chain = _make_chain_runner(density, optimizer, num_steps, history_every)
+    bar = StepBar("MAP", num_chains * num_steps, enabled=progress_bar)
+    run_chain = _make_chain_runner(density, optimizer, num_steps, history_every, bar)
     num_components, priors = density.num_components, density.priors
 
     def restart(key, data):
@@ -155,12 +189,14 @@ def run_map(
         program = jax.jit(lambda keys, data: jax.lax.map(lambda k: restart(k, data), keys))
 
     keys = jax.random.split(rng_key, num_chains)
-    start = time.perf_counter()
-    compiled = program.lower(keys, density.data).compile()
-    compile_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    positions, losses, history, stats = jax.block_until_ready(compiled(keys, density.data))
-    run_seconds = time.perf_counter() - start
+    with bar:
+        start = time.perf_counter()
+        compiled = program.lower(keys, density.data).compile()
+        compile_seconds = time.perf_counter() - start
+        bar.start()
+        start = time.perf_counter()
+        positions, losses, history, stats = jax.block_until_ready(compiled(keys, density.data))
+        run_seconds = time.perf_counter() - start
 
     steps = history_steps(num_steps, history_every)
     _warn_on_failure(losses, history, steps, np.std(np.asarray(density.data)[: density.num_data], axis=0))
@@ -179,6 +215,7 @@ def _validate(options):
     check_optimizer_options(options, example="optax.adam(0.05)")
     check_positive_int("num_steps", options["num_steps"])
     check_positive_int("history_every", options["history_every"])
+    check_progress_bar(options["progress_bar"])
 
 
 MAP = Backend(
@@ -188,6 +225,7 @@ MAP = Backend(
         "num_steps": 10_000,
         "history_every": 50,
         "chain_method": None,
+        "progress_bar": False,
     },
     run=run_map,
     validate=_validate,

@@ -52,6 +52,7 @@ from dpgmm_ppl.infer._common import (
     history_steps,
     resolve_optimizer_chain_method,
 )
+from dpgmm_ppl.infer._progress import StepBar, check_progress_bar
 from dpgmm_ppl.infer.base import Backend, BackendOutput, check_chart
 from dpgmm_ppl.infer.guides import GUIDES, Guide, make_guide
 from dpgmm_ppl.initialization import kmeanspp_init
@@ -171,7 +172,7 @@ def build_step(guide, potential_fn, unravel, optimizer, *, num_particles=1):
     return step
 
 
-def _make_chain_runner(density, guide, unravel, optimizer, options):
+def _make_chain_runner(density, guide, unravel, optimizer, options, bar):
     step = build_step(
         guide, density.potential_fn, unravel, optimizer, num_particles=options["num_particles"]
     )
@@ -193,6 +194,8 @@ def _make_chain_runner(density, guide, unravel, optimizer, options):
             is_frame = ((index + 1) % history_every == 0) | (index + 1 == num_steps)
             slot = index // history_every
             frame = jnp.where(is_frame, guide.mean(state.params), frames[slot])
+            # The steps since the last frame; a branch taken once per frame.
+            bar.report_if(is_frame, index % history_every + 1, info.loss)
             return (state, frames.at[slot].set(frame)), info.loss
 
         params = guide.init(mean)
@@ -235,6 +238,7 @@ def run_svi(
     chain_method,
     parameterization,
     batch_size=None,
+    progress_bar=False,
 ):
     """Fit a Gaussian family on the unconstrained space by maximising the ELBO.
 
@@ -279,6 +283,11 @@ def run_svi(
         draw's ``lp`` is estimated the same way, on one fixed set of
         ``min(N, 65536)`` rows shared by all restarts (an unbiased estimate
         whose error is common to every draw).
+    progress_bar : bool
+        Show a tqdm bar of the steps of every restart on stderr, advanced
+        once every ``history_every`` steps from inside the compiled loop (by a
+        ``jax.debug.callback``), or between the chunks of streamed
+        minibatches; the result is the same as without it.
 
     Returns
     -------
@@ -324,18 +333,20 @@ def run_svi(
         "num_steps": num_steps, "num_particles": num_particles,
         "num_samples": num_samples, "history_every": history_every,
     }
+    bar = StepBar("SVI", num_chains * num_steps, enabled=progress_bar)
     if batch_size is not None:
         step = build_step(
             family, density.minibatch_potential_fn, unravel, optimizer,
             num_particles=num_particles,
         )
-        (positions, lp, losses, history), timing = run_minibatch_chains(
-            rng_key, num_chains, density, family, unravel, step,
-            lambda params: SVIState(params, optimizer.init(params)),
-            {**options, "batch_size": batch_size},
-        )
+        with bar:
+            (positions, lp, losses, history), timing = run_minibatch_chains(
+                rng_key, num_chains, density, family, unravel, step,
+                lambda params: SVIState(params, optimizer.init(params)),
+                {**options, "batch_size": batch_size}, bar=bar,
+            )
         return _output(positions, lp, losses, history, num_steps, history_every, timing)
-    run_chain = _make_chain_runner(density, family, unravel, optimizer, options)
+    run_chain = _make_chain_runner(density, family, unravel, optimizer, options, bar)
     chain_keys = jax.random.split(rng_key, num_chains)
     if resolve_optimizer_chain_method(chain_method) == "vectorized":
         run_all = jax.jit(jax.vmap(run_chain, in_axes=(0, None)))
@@ -344,12 +355,14 @@ def run_svi(
     # k-means++ seeding, fitting, drawing and the history's constraining are
     # one compiled program: each piece compiled apart costs as much again.
 
-    start = time.perf_counter()
-    compiled = run_all.lower(chain_keys, density.data).compile()
-    compile_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    positions, lp, losses, history = jax.block_until_ready(compiled(chain_keys, density.data))
-    run_seconds = time.perf_counter() - start
+    with bar:
+        start = time.perf_counter()
+        compiled = run_all.lower(chain_keys, density.data).compile()
+        compile_seconds = time.perf_counter() - start
+        bar.start()
+        start = time.perf_counter()
+        positions, lp, losses, history = jax.block_until_ready(compiled(chain_keys, density.data))
+        run_seconds = time.perf_counter() - start
 
     timing = {"compile_seconds": compile_seconds, "run_seconds": run_seconds}
     return _output(positions, lp, losses, history, num_steps, history_every, timing)
@@ -376,6 +389,7 @@ def _validate(options):
     check_parameterization(options["parameterization"])
     if options["batch_size"] is not None:
         check_positive_int("batch_size", options["batch_size"])
+    check_progress_bar(options["progress_bar"])
 
 
 SVI = Backend(
@@ -391,6 +405,7 @@ SVI = Backend(
         "chain_method": None,
         "parameterization": "centered",
         "batch_size": None,
+        "progress_bar": False,
     },
     run=run_svi,
     validate=_validate,

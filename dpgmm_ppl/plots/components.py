@@ -128,11 +128,17 @@ def plot_components(
 
     Examples
     --------
-    >>> import numpy as np, dpgmm_ppl
+    >>> import numpy as np
+    >>> from dpgmm_ppl.fit import Fit
+    >>> from dpgmm_ppl.priors import Priors
     >>> rng = np.random.default_rng(0)
     >>> x = np.concatenate([rng.normal(-4, 1, (100, 2)), rng.normal(4, 1, (100, 2))])
-    >>> fit = dpgmm_ppl.fit(x, num_components=2, num_steps=300, covariance="full")
-    >>> len(plot_components(fit).patches)
+    >>> samples = {"alpha": np.ones((1, 1)), "weights": np.array([[[0.5, 0.495, 0.005]]]),
+    ...            "loc": np.array([[[[-4.0, -4.0], [4.0, 4.0], [0.0, 0.0]]]]),
+    ...            "scale": np.ones((1, 1, 3))}  # spherical: one scale per component
+    >>> fit = Fit("map", samples, {"lp": np.zeros((1, 1))}, x, 3, Priors().resolve(x),
+    ...           covariance="spherical")
+    >>> len(plot_components(fit).patches)  # the components above 1% weight
     2
     """
     from matplotlib.patches import Ellipse

@@ -1,0 +1,114 @@
+"""The figures ``dpgmm-ppl fit`` and ``dpgmm-ppl demo`` write, each one whole or not at all.
+
+The drawing is :mod:`dpgmm_ppl.plots`'s; this module picks the figures that
+make sense for a fit (density plots need 1-d data, the ellipses of the
+components two columns or more, the loss an optimiser, the trace plot Markov
+chains) and says why it leaves out the others.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["FIGURES", "plan_figures", "save_figure", "write_figure"]
+
+#: Every figure the command can write, in the order it writes them.
+FIGURES = ("density.png", "components.png", "weights.png", "loss.png", "training.gif", "trace.png")
+
+#: Frames of the training animation, and its resolution (as plots.save_figures).
+MAX_FRAMES, GIF_DPI = 100, 60
+
+
+def _reason_to_skip(name, backend, shape):
+    """Why figure ``name`` does not fit data of ``shape`` and ``backend``; ``None`` if it does."""
+    is_scalar = len(shape) == 1
+    if name in ("density.png", "training.gif") and not is_scalar:
+        return f"needs 1-d data; the data have {shape[1]} columns"
+    if name == "components.png" and (is_scalar or shape[1] < 2):
+        return "drawn for data of two or more columns (1-d data get density.png)"
+    if name in ("loss.png", "training.gif") and backend == "nuts":
+        return "NUTS records no loss or optimisation history"
+    if name == "trace.png" and backend != "nuts":
+        return "drawn for NUTS chains only (MAP and SVI draws are not Markov chains)"
+    return None
+
+
+def plan_figures(backend, shape, *, enabled=True):
+    """The figures to draw for a fit, and the reason each other one is left out.
+
+    Parameters
+    ----------
+    backend : {"map", "svi", "nuts"}
+    shape : tuple
+        Shape of the data, ``(N,)`` or ``(N, D)``.
+    enabled : bool
+        ``False`` leaves every figure out (``--no-figures``).
+
+    Returns
+    -------
+    (list of str, dict of str to str)
+        Names to draw; names left out, with the reason.
+
+    Examples
+    --------
+    >>> drawn, skipped = plan_figures("nuts", (100, 2))
+    >>> drawn, sorted(skipped)
+    (['components.png', 'weights.png', 'trace.png'], ['density.png', 'loss.png', 'training.gif'])
+    """
+    drawn, skipped = [], {}
+    for name in FIGURES:
+        reason = "--no-figures" if not enabled else _reason_to_skip(name, backend, shape)
+        if reason is None:
+            drawn.append(name)
+        else:
+            skipped[name] = reason
+    return drawn, skipped
+
+
+def save_figure(figure, path, **savefig_options):
+    """Save a matplotlib figure to ``path`` whole or not at all, then close it."""
+    import matplotlib.pyplot as plt
+
+    from dpgmm_ppl.persistence import atomic_output
+
+    try:
+        with atomic_output(path) as temporary:
+            figure.savefig(temporary, format=Path(path).suffix[1:], **savefig_options)
+    finally:
+        plt.close(figure)
+    return Path(path)
+
+
+def write_figure(name, fit, out_dir):
+    """Draw figure ``name`` of ``fit`` and write it to ``out_dir / name`` atomically."""
+    import matplotlib.pyplot as plt
+
+    from dpgmm_ppl import plots
+    from dpgmm_ppl.persistence import atomic_output
+    from dpgmm_ppl.plots.training import _training_animation
+
+    path = Path(out_dir) / name
+    if name == "training.gif":
+        figure, animation = _training_animation(fit, None, max_frames=MAX_FRAMES)
+        try:
+            with atomic_output(path) as temporary:
+                animation.save(temporary, writer="pillow", dpi=GIF_DPI)
+        finally:
+            plt.close(figure)
+        return path
+    if name == "trace.png":
+        axes = plots.plot_label_switching(fit, num_leading=min(4, fit.num_components))
+        return save_figure(axes[0].figure, path)
+    draw = {
+        "density.png": plots.plot_density,
+        "components.png": plots.plot_components,
+        "weights.png": plots.plot_weights,
+        "loss.png": plots.plot_loss,
+    }[name]
+    figure, ax = plt.subplots()
+    try:
+        draw(fit, ax=ax)
+    except BaseException:
+        plt.close(figure)
+        raise
+    return save_figure(figure, path)
