@@ -347,3 +347,31 @@ def test_scalar_data_fit_every_structure_as_diagonal():
     fits = [dpgmm_ppl.fit(x, num_components=3, num_steps=200, covariance=c) for c in ("full", "diag")]
     assert fits[0].covariance == "diag"
     np.testing.assert_array_equal(fits[0].samples["loc"], fits[1].samples["loc"])
+
+
+@pytest.mark.slow
+def test_nuts_full_single_component_posterior_of_the_correlation():
+    """One component, 400 points: the posterior of the correlation is close to
+    normal around the sample correlation, with sd (1 - r^2) / sqrt(n)."""
+    rng = np.random.default_rng(5)
+    covariance = np.array([[1.0, 0.6], [0.6, 2.0]])
+    x = rng.multivariate_normal([1.0, -1.0], covariance, 400).astype(np.float32)
+    fit = dpgmm_ppl.fit(x, backend="nuts", num_components=1, covariance="full",
+                        num_warmup=200, num_samples=300, num_chains=1, rng_key=3)
+    assert fit.sample_stats["diverging"].sum() == 0
+    correlation = fit.samples["corr_cholesky"][0, :, 0, 1, 0]  # L[1, 0] of a 2x2 factor is rho
+    sample = np.corrcoef(x.T)[0, 1]
+    sd = (1 - sample**2) / np.sqrt(len(x))
+    from numpyro.diagnostics import effective_sample_size
+
+    ess = float(effective_sample_size(correlation[None].astype(np.float64)))
+    # Monte-Carlo error sd / sqrt(ESS), and the LKJ prior's pull of about
+    # (eta - 1) r / n = 1.5 * 0.42 / 400 = 0.002.
+    assert abs(correlation.mean() - sample) < 4 * sd / np.sqrt(ess) + 0.004
+    assert 0.7 * sd < correlation.std() < 1.3 * sd
+    # The same chain through the label tools and plots of vector data.
+    from dpgmm_ppl import plots
+
+    assert len(plots.plot_components(fit).patches) == 1
+    report = dpgmm_ppl.labels.label_switching_report(fit)
+    assert not report.is_switching
