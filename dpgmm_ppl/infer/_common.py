@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,3 +68,34 @@ def check_optimizer_options(options, *, example):
             "chain_method must be None, 'vectorized' or 'sequential', "
             f"got {options['chain_method']!r}"
         )
+
+
+def chains_program(run_chain, chain_method):
+    """``run_chain(key, data)`` over a batch of keys, jitted: vmapped or one after another.
+
+    ``"vectorized"`` runs the chains under ``vmap``; ``"sequential"`` under
+    ``lax.map``, in the same compiled program (see
+    :func:`resolve_optimizer_chain_method` for the default).
+    """
+    if resolve_optimizer_chain_method(chain_method) == "vectorized":
+        return jax.jit(jax.vmap(run_chain, in_axes=(0, None)))
+    return jax.jit(lambda keys, data: jax.lax.map(lambda key: run_chain(key, data), keys))
+
+
+def compile_and_run(program, args, bar):
+    """Compile the jitted ``program`` for ``args``, then run it, the progress ``bar`` open.
+
+    Returns
+    -------
+    (outputs, timing)
+        The program's outputs, ready, and ``compile_seconds`` / ``run_seconds``.
+    """
+    with bar:
+        start = time.perf_counter()
+        compiled = program.lower(*args).compile()
+        compile_seconds = time.perf_counter() - start
+        bar.start()
+        start = time.perf_counter()
+        outputs = jax.block_until_ready(compiled(*args))
+        run_seconds = time.perf_counter() - start
+    return outputs, {"compile_seconds": compile_seconds, "run_seconds": run_seconds}

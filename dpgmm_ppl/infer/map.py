@@ -18,7 +18,6 @@ the log joint (see :class:`~dpgmm_ppl.priors.Priors`).
 
 from __future__ import annotations
 
-import time
 import warnings
 
 import jax
@@ -28,10 +27,11 @@ import optax
 
 from dpgmm_ppl._validation import check_positive_int
 from dpgmm_ppl.infer._common import (
+    chains_program,
     check_optimizer_options,
+    compile_and_run,
     guarded_update,
     history_steps,
-    resolve_optimizer_chain_method,
 )
 from dpgmm_ppl.infer._progress import StepBar, check_progress_bar
 from dpgmm_ppl.infer.base import Backend, BackendOutput
@@ -183,20 +183,11 @@ def run_map(
         }
         return position, losses, jax.vmap(density.constrain_fn)(frames), stats
 
-    if resolve_optimizer_chain_method(chain_method) == "vectorized":
-        program = jax.jit(jax.vmap(restart, in_axes=(0, None)))
-    else:
-        program = jax.jit(lambda keys, data: jax.lax.map(lambda k: restart(k, data), keys))
-
+    program = chains_program(restart, chain_method)
     keys = jax.random.split(rng_key, num_chains)
-    with bar:
-        start = time.perf_counter()
-        compiled = program.lower(keys, density.data).compile()
-        compile_seconds = time.perf_counter() - start
-        bar.start()
-        start = time.perf_counter()
-        positions, losses, history, stats = jax.block_until_ready(compiled(keys, density.data))
-        run_seconds = time.perf_counter() - start
+    (positions, losses, history, stats), timing = compile_and_run(
+        program, (keys, density.data), bar
+    )
 
     steps = history_steps(num_steps, history_every)
     _warn_on_failure(losses, history, steps, np.std(np.asarray(density.data)[: density.num_data], axis=0))
@@ -207,7 +198,7 @@ def run_map(
         losses=losses,
         history=history,
         history_steps=steps,
-        timing={"compile_seconds": compile_seconds, "run_seconds": run_seconds},
+        timing=timing,
     )
 
 

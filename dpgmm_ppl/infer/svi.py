@@ -34,7 +34,6 @@ the way to fit millions of points.
 
 from __future__ import annotations
 
-import time
 import warnings
 from typing import Any, NamedTuple
 
@@ -47,10 +46,11 @@ from jax.flatten_util import ravel_pytree
 from dpgmm_ppl._validation import check_parameterization, check_positive_int
 from dpgmm_ppl.infer._minibatch import run_minibatch_chains
 from dpgmm_ppl.infer._common import (
+    chains_program,
     check_optimizer_options,
+    compile_and_run,
     guarded_update,
     history_steps,
-    resolve_optimizer_chain_method,
 )
 from dpgmm_ppl.infer._progress import StepBar, check_progress_bar
 from dpgmm_ppl.infer.base import Backend, BackendOutput, check_chart
@@ -348,23 +348,12 @@ def run_svi(
         return _output(positions, lp, losses, history, num_steps, history_every, timing)
     run_chain = _make_chain_runner(density, family, unravel, optimizer, options, bar)
     chain_keys = jax.random.split(rng_key, num_chains)
-    if resolve_optimizer_chain_method(chain_method) == "vectorized":
-        run_all = jax.jit(jax.vmap(run_chain, in_axes=(0, None)))
-    else:
-        run_all = jax.jit(lambda keys, data: jax.lax.map(lambda key: run_chain(key, data), keys))
     # k-means++ seeding, fitting, drawing and the history's constraining are
     # one compiled program: each piece compiled apart costs as much again.
-
-    with bar:
-        start = time.perf_counter()
-        compiled = run_all.lower(chain_keys, density.data).compile()
-        compile_seconds = time.perf_counter() - start
-        bar.start()
-        start = time.perf_counter()
-        positions, lp, losses, history = jax.block_until_ready(compiled(chain_keys, density.data))
-        run_seconds = time.perf_counter() - start
-
-    timing = {"compile_seconds": compile_seconds, "run_seconds": run_seconds}
+    run_all = chains_program(run_chain, chain_method)
+    (positions, lp, losses, history), timing = compile_and_run(
+        run_all, (chain_keys, density.data), bar
+    )
     return _output(positions, lp, losses, history, num_steps, history_every, timing)
 
 
