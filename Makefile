@@ -1,15 +1,18 @@
 # Two entry points: `make demo` and `make test`. Both create the virtual
 # environment on first use and reinstall only when pyproject.toml changes.
+# `make docs` builds the documentation site into site/ the same way (with the
+# docs extra, under its own stamp).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DOCS_STAMP := $(VENV)/.installed-docs
 PYTEST_ARGS ?=
 # pytest-xdist workers, one test file per worker at a time (--dist loadfile), so
 # that fits shared within a file are computed once. TEST_WORKERS=0 runs in this process.
 TEST_WORKERS ?= 2
 
-.PHONY: demo test install clean
+.PHONY: demo test install docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +22,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+$(DOCS_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev,docs]"
+	touch $(DOCS_STAMP)
+
 install: $(STAMP)
 
 demo: $(STAMP)
@@ -26,6 +34,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+# Static analysis of the sources only: nothing is imported or fitted, the
+# figures are the committed files of docs/figures (docs/make_figures.py).
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache
