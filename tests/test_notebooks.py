@@ -18,7 +18,13 @@ EXAMPLES = pathlib.Path(__file__).parents[1] / "examples"
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "name", ["posterior_diagnostics.ipynb", "seed_notebook.ipynb", "galaxies.ipynb"]
+    "name",
+    [
+        "posterior_diagnostics.ipynb",
+        "seed_notebook.ipynb",
+        "galaxies.ipynb",
+        "old_faithful_2d.ipynb",
+    ],
 )
 def test_notebook_executes(name, tmp_path, monkeypatch):
     monkeypatch.setenv("DPGMM_NOTEBOOK_QUICK", "1")
