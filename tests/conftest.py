@@ -17,7 +17,14 @@ jax.config.update("jax_enable_x64", X64)
 
 #: Files whose checks take minutes: scheduled first, so that with pytest-xdist
 #: (``--dist loadfile``) the other worker runs the many short files meanwhile.
-LONG_FILES = ("test_seed_data.py", "test_sbc.py", "test_notebooks.py", "test_sklearn_estimator.py")
+LONG_FILES = (
+    "test_seed_data.py",
+    "test_notebooks.py",
+    "test_sbc.py",
+    "test_sklearn_estimator.py",
+    "test_covariance.py",
+    "test_cli.py",
+)
 
 _CACHE_ENV = "DPGMM_TEST_JAX_CACHE"
 

@@ -156,6 +156,7 @@ def test_log_predictive_density_checks_new_points(two_clusters):
         fit.log_predictive_density(np.zeros(3), chain=5)
 
 
+@pytest.mark.slow
 def test_sequential_and_vectorized_restarts_agree(two_clusters):
     kwargs = dict(num_components=4, num_chains=3, num_steps=300, rng_key=9)
     sequential = dpgmm_ppl.fit(two_clusters, chain_method="sequential", **kwargs)

@@ -6,6 +6,8 @@ short runs), and runs in this process through ``main([...])``; one test runs
 the installed console script for its exit status. Most runs pass
 ``--no-progress``: a program that holds a progress callback is left out of
 JAX's persistent compilation cache, which the suite shares between tests.
+The three longest (NUTS on a pandas CSV, MAP with every figure, the SVI bar)
+are slow: CI's first leg runs them, the 3.12+ leg does not.
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ def tiny_nuts(monkeypatch):
     monkeypatch.setitem(QUICK_OPTIONS, "nuts", {"num_init_steps": 0, "max_tree_depth": 5})
 
 
+@pytest.mark.slow
 def test_fit_nuts_on_a_pandas_csv(tmp_path, capsys, tiny_nuts):
     """The acceptance check: ``dpgmm-ppl fit some.csv --backend nuts --out out/``
     on a CSV written by pandas (index column included)."""
@@ -166,6 +169,7 @@ def test_fit_nuts_on_a_pandas_csv(tmp_path, capsys, tiny_nuts):
     assert "held-out mean log predictive density" in printed
 
 
+@pytest.mark.slow
 def test_fit_map_1d_with_figures_progress_bar_and_force(tmp_path, capsys):
     values = two_clusters_1d(7)
     csv = plain_csv(tmp_path / "x.csv", values, ["x"])
@@ -384,6 +388,7 @@ def assert_same_fit(first, second):
         np.testing.assert_array_equal(first.history[name], second.history[name], err_msg=name)
 
 
+@pytest.mark.slow
 def test_svi_progress_bar_counts_every_step_and_changes_nothing(capsys):
     """130 steps, a report every 50 and at the last (inside a ``lax.cond``), for
     each of two restarts under ``vmap``: 260 steps. MAP's bar is checked through

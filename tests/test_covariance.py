@@ -81,7 +81,8 @@ def test_full_mixture_gradient_matches_the_direct_form(rng):
         return jax.scipy.special.logsumexp(jnp.stack([component(k) for k in range(3)]), 0).sum()
 
     args = (jnp.asarray(tril, jnp.float32), jnp.asarray(loc, jnp.float32))
-    for got, want in zip(jax.grad(ours, (0, 1))(*args), jax.grad(direct, (0, 1))(*args)):
+    gradients = [jax.jit(jax.grad(f, (0, 1)))(*args) for f in (ours, direct)]
+    for got, want in zip(*gradients):
         np.testing.assert_allclose(np.tril(got) if got.ndim == 3 else got,
                                    np.tril(want) if want.ndim == 3 else want, rtol=2e-4, atol=2e-4)
 
@@ -152,37 +153,40 @@ def test_full_model_log_joint_matches_scipy(rng, eta):
     corr_cholesky = np.zeros((3, 2, 2))
     corr_cholesky[:, 0, 0], corr_cholesky[:, 1, 0], corr_cholesky[:, 1, 1] = 1, rho, np.sqrt(1 - rho**2)
     sites = {k: v for k, v in values.items() if k != "rho"}
+    kwargs = {"num_components": 3, "priors": priors, "covariance": "full"}
     with jax.enable_x64(True):
-        actual, _ = log_density(
-            dpgmm, (x,), {"num_components": 3, "priors": priors, "covariance": "full"},
-            {**sites, "corr_cholesky": corr_cholesky},
+        actual = jax.jit(lambda values: log_density(dpgmm, (x,), kwargs, values)[0])(
+            {**sites, "corr_cholesky": corr_cholesky}
         )
     expected = _scipy_log_joint(x, values, priors, priors.lkj_concentration(2))
     np.testing.assert_allclose(float(actual), expected, rtol=1e-6)
 
 
-def _log_joint_flattening(eta, rho):
+def _log_joint_flattening(eta, rhos):
     """Log joint of a 2-component fit whose second component sits on two points,
-    its correlation ``rho`` aligned with the line through them."""
+    its correlation ``rho`` aligned with the line through them, for each of ``rhos``."""
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(size=(50, 2)), [[4.0, 4.0], [5.0, 5.0]]])
     priors = Priors(corr_concentration=eta).resolve(x)
-    corr_cholesky = np.array([np.eye(2), [[1.0, 0.0], [rho, math.sqrt(1 - rho**2)]]])
+    kwargs = {"num_components": 2, "priors": priors, "covariance": "full"}
     values = {
         "alpha": 1.0, "weights": np.array([0.96, 0.04]),
         "loc": np.array([[0.0, 0.0], [4.5, 4.5]]), "scale": np.array([[1.0, 1.0], [0.5, 0.5]]),
-        "corr_cholesky": corr_cholesky,
     }
+
+    def log_joint(rho):
+        flattened = jnp.array([[1.0, 0.0], [rho, jnp.sqrt(1 - rho**2)]])
+        corr_cholesky = jnp.stack([jnp.eye(2), flattened])
+        return log_density(dpgmm, (x,), kwargs, {**values, "corr_cholesky": corr_cholesky})[0]
+
     with jax.enable_x64(True):
-        value, _ = log_density(dpgmm, (x,), {"num_components": 2, "priors": priors,
-                                             "covariance": "full"}, values)
-    return float(value)
+        return np.asarray(jax.jit(jax.vmap(log_joint))(jnp.asarray(rhos)))
 
 
 def test_default_lkj_prior_bounds_a_component_flattening_onto_two_points():
     rhos = 1.0 - np.logspace(-2, -10, 5)
-    uniform = [_log_joint_flattening(1.0, rho) for rho in rhos]
-    default = [_log_joint_flattening(None, rho) for rho in rhos]
+    uniform = _log_joint_flattening(1.0, rhos)
+    default = _log_joint_flattening(None, rhos)
     # Flat correlations (eta = 1): the log joint grows without bound, like
     # -log(1 - rho^2), about 2.3 nats more per decade.
     assert np.all(np.diff(uniform) > 2.0)
@@ -191,6 +195,7 @@ def test_default_lkj_prior_bounds_a_component_flattening_onto_two_points():
 
 
 # -- fits with each structure ------------------------------------------------------
+# Slow (a compiled fit each): CI's first leg runs them, the 3.12+ leg does not.
 
 
 @pytest.fixture(scope="module")
@@ -229,6 +234,7 @@ def _merged_clusters(fit, chain=None):
     return merged
 
 
+@pytest.mark.slow
 def test_map_full_recovers_the_true_covariances(map_fits, clusters):
     merged = _merged_clusters(map_fits["full"])
     counts = TRUE_WEIGHTS * clusters.shape[0]
@@ -242,6 +248,7 @@ def test_map_full_recovers_the_true_covariances(map_fits, clusters):
         assert abs(weight[0] - TRUE_WEIGHTS[k]) < 4 * binomial + 0.01
 
 
+@pytest.mark.slow
 def test_full_covariance_fits_correlated_data_better(map_fits):
     heldout = _correlated_clusters(np.random.default_rng(12), 4000)
     scores = {name: fit.log_predictive_density(heldout).mean() for name, fit in map_fits.items()}
@@ -255,6 +262,7 @@ def test_full_covariance_fits_correlated_data_better(map_fits):
     assert scores["full"] > scores["spherical"] + 0.1
 
 
+@pytest.mark.slow
 def test_fit_sites_and_covariance_matrices_agree(map_fits):
     full = map_fits["full"]
     tril = full.samples["scale_tril"]
@@ -272,6 +280,7 @@ def test_fit_sites_and_covariance_matrices_agree(map_fits):
     np.testing.assert_array_equal(spread[..., 0], spread[..., 1])
 
 
+@pytest.mark.slow
 def test_svi_full_recovers_the_correlations(clusters):
     fit = dpgmm_ppl.fit(clusters, backend="svi", num_components=4, covariance="full",
                         num_steps=1500, num_samples=200, rng_key=2)
@@ -287,6 +296,7 @@ def test_svi_full_recovers_the_correlations(clusters):
 # -- downstream: ArviZ, files, labels, ellipses -----------------------------------
 
 
+@pytest.mark.slow
 def test_arviz_dims_and_save_load_round_trip(map_fits, tmp_path):
     from dpgmm_ppl._arviz import is_datatree
 
@@ -306,6 +316,7 @@ def test_arviz_dims_and_save_load_round_trip(map_fits, tmp_path):
             np.testing.assert_array_equal(loaded.history[name], value)
 
 
+@pytest.mark.slow
 def test_permuted_full_fit_relabels_back(map_fits, clusters):
     fit = map_fits["full"]
     permutation = np.array([[[2, 0, 3, 1]]])
@@ -320,6 +331,7 @@ def test_permuted_full_fit_relabels_back(map_fits, clusters):
         np.testing.assert_array_equal(restored.samples[name], fit.samples[name])
 
 
+@pytest.mark.slow
 def test_ellipses_follow_the_covariance_matrices(map_fits):
     fit = map_fits["full"]
     weights, centres, widths, heights, angles = component_ellipses(fit, num_std=1.0)
@@ -342,6 +354,7 @@ def test_bad_covariance_is_refused_before_tracing():
         Priors(corr_concentration=-1.0)
 
 
+@pytest.mark.slow
 def test_scalar_data_fit_every_structure_as_diagonal():
     x = np.r_[np.linspace(-6, -4, 40), np.linspace(4, 6, 40)]
     fits = [dpgmm_ppl.fit(x, num_components=3, num_steps=200, covariance=c) for c in ("full", "diag")]

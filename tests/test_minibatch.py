@@ -98,6 +98,7 @@ def test_minibatch_lp_is_an_unbiased_estimate_within_its_sampling_error(large_fi
     assert error_sd < 1e-3 * abs(exact)
 
 
+@pytest.mark.slow
 def test_minibatch_svi_same_key_same_result_other_key_other_result():
     data = SeedMixture.sample(4, num_data=5_000).data
     options = dict(backend="svi", num_components=4, num_steps=300, batch_size=256, num_samples=20)

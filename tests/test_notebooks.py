@@ -6,6 +6,7 @@ minute each): CI's default-Python leg runs them, the 3.12+ leg, which
 deselects the slow checks, does not.
 """
 
+import os
 import pathlib
 
 import pytest
@@ -28,6 +29,11 @@ EXAMPLES = pathlib.Path(__file__).parents[1] / "examples"
 )
 def test_notebook_executes(name, tmp_path, monkeypatch):
     monkeypatch.setenv("DPGMM_NOTEBOOK_QUICK", "1")
+    # The kernel shares the suite's persistent compilation cache (tests/conftest.py).
+    cache = os.environ.get("DPGMM_TEST_JAX_CACHE")
+    if cache:
+        monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", cache)
+        monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = nbformat.read(EXAMPLES / name, as_version=4)
     assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), (

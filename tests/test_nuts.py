@@ -124,6 +124,7 @@ def test_same_key_gives_identical_draws(known_scale):
     assert not np.array_equal(fit.samples["loc"][0], fit.samples["loc"][1])
 
 
+@pytest.mark.slow
 def test_two_clusters_are_recovered_and_the_chains_agree(two_clusters_fit):
     fit, density = two_clusters_fit
     assert density.trace_counts["potential_fn"] <= 3
@@ -152,6 +153,7 @@ def test_two_clusters_are_recovered_and_the_chains_agree(two_clusters_fit):
     np.testing.assert_allclose(located.mean(axis=0), [-4.0, 3.0], atol=0.3)
 
 
+@pytest.mark.slow
 def test_divergences_give_one_warning_with_the_count(two_clusters_fit):
     fit, _ = two_clusters_fit
     # No warmup: NumPyro's unadapted step size of 1 and unit mass matrix,

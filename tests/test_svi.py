@@ -181,6 +181,7 @@ def _assert_two_clusters(samples):
     assert np.mean(true_log_density) - np.mean(predictive) < 0.05
 
 
+@pytest.mark.slow
 def test_full_guide_recovers_two_clusters_with_a_positive_definite_covariance(two_clusters):
     density = build_log_density(two_clusters, num_components=4)
     flat, unravel = ravel_pytree(density.init_position)
@@ -242,6 +243,7 @@ def test_rank_must_be_below_the_dimension(recorded_densities, two_clusters):
     assert recorded_densities[0].trace_counts["potential_fn"] == 0
 
 
+@pytest.mark.slow
 def test_lowrank_guide_recovers_two_clusters_the_same_for_the_same_key_and_traces_once(
     recorded_densities, two_clusters
 ):
