@@ -54,7 +54,7 @@ def atomic_output(path):
     either its earlier content or the complete new file, never a part of it.
     When the block raises anything, ``KeyboardInterrupt`` included, the
     temporary file is removed and ``path`` is left as it was. The temporary
-    name is hidden (``.name.XXXX.tmp.ext``) and keeps the extension, for
+    name is hidden (``.name.<random>.tmp.ext``) and keeps the extension, for
     writers that pick the format from it.
 
     Parameters

@@ -66,6 +66,8 @@ def test_demo_command_writes_figures_and_reports_a_close_fit(tmp_path, capsys):
     assert 0 <= gap < 0.01 or abs(gap) < 0.002
 
 
+# Slow (all three backends): CI's first leg runs it.
+@pytest.mark.slow
 def test_compare_command_writes_table_figure_and_fits(tmp_path, capsys):
     rng = np.random.default_rng(4)
     values = np.concatenate([rng.normal(-3, 0.7, 120), rng.normal(2, 1.0, 80)])

@@ -216,3 +216,25 @@ def test_errors(map_fit):
         plot_density(map_fit, chain=2)
     with pytest.raises(TypeError, match="Fit"):
         plot_weights(map_fit.samples)
+
+
+def test_predictive_comparison_draws_each_fit_and_bands_only_posteriors(map_fit, posterior_fit):
+    from dpgmm_ppl.plots import plot_predictive_comparison
+
+    posterior_fit = dataclasses.replace(posterior_fit, data=map_fit.data)
+    fits = {"MAP": map_fit, "NUTS": posterior_fit, "posterior": posterior_fit}
+    ax = plot_predictive_comparison(fits, hdi_prob=0.8)
+    # A name that already says its backend is not repeated ("NUTS", not "NUTS (nuts)").
+    assert [line.get_label() for line in ax.lines] == ["MAP", "NUTS", "posterior (nuts)"]
+    grid = ax.lines[0].get_xdata()
+    for line, fit in zip(ax.lines, fits.values()):
+        np.testing.assert_allclose(
+            line.get_ydata(), np.exp(fit.log_predictive_density(grid)), rtol=1e-5
+        )
+    # One band per posterior fit, none for MAP: its lower edge is the 80% HDI's.
+    bands = [c for c in ax.collections if c.get_paths() and c.get_label() != "data"]
+    assert len(bands) == 2
+    lower = posterior_fit.predictive_density(grid, hdi_prob=0.8).lower
+    edge = bands[0].get_paths()[0].vertices[:, 1]
+    assert np.isclose(edge[None, :], lower[::10, None], rtol=1e-5, atol=0).any(axis=1).all()
+    plt.close(ax.figure)

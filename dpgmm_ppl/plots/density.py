@@ -141,7 +141,9 @@ def plot_predictive_comparison(fits, data=None, *, hdi_prob=0.9, bins=100, ax=No
     grid = density_grid(data)
     for name, fit in fits.items():
         band = fit.predictive_density(grid, hdi_prob=hdi_prob)
-        (line,) = ax.plot(grid, band.mean, label=f"{name} ({fit.backend})" if name != fit.backend else name)
+        # The backend is added to a name that does not already say it ("NUTS" does).
+        label = name if fit.backend in name.lower() else f"{name} ({fit.backend})"
+        (line,) = ax.plot(grid, band.mean, label=label)
         if fit.backend != "map":
             ax.fill_between(grid, band.lower, band.upper, color=line.get_color(), alpha=0.25)
     ax.set_xlabel("x")
