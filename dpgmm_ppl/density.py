@@ -21,6 +21,8 @@ from numpyro import handlers
 from numpyro.infer.util import constrain_fn, log_density, potential_energy, unconstrain_fn
 
 
+from dpgmm_ppl._frame import Frame
+from dpgmm_ppl.initialization import kmeanspp_init
 from dpgmm_ppl.model import COVARIANCE_TYPES, dpgmm
 from dpgmm_ppl.priors import Priors
 from dpgmm_ppl.reparam import NonCenteredStickBreaking, exponentials_from_weights
@@ -40,42 +42,60 @@ PARAMETERIZATIONS = ("centered", "noncentered")
 class LogDensity(NamedTuple):
     """Model + data, compiled once and shared by the MAP, SVI and NUTS backends.
 
-    Positions are dicts of unconstrained arrays keyed by site name.
+    Positions are dicts of unconstrained arrays keyed by site name. They live
+    in a standardised frame (:attr:`frame`): the data are centred and scaled
+    on the host before they become float32, the priors are mapped with them,
+    and a position's ``loc`` coordinates are in units of the data's standard
+    deviation. ``constrain_fn``, ``unconstrain_fn``, ``log_joint_fn`` and
+    ``potential_fn`` speak data units, so nothing outside the backends'
+    coordinates depends on the frame.
 
     Attributes
     ----------
     data : Array
-        The observations, float32 unless x64 is enabled.
+        The observations in the frame, ``(x - frame.center) / frame.unit``,
+        float32 unless x64 is enabled. This is the second argument of
+        ``potential_fn`` and ``log_joint_fn``.
+    num_data : int
+        Number of observations (without a sharded data set's padding rows).
     model_kwargs : dict
         Keyword arguments of :func:`~dpgmm_ppl.dpgmm` other than ``data``
-        (``num_components``, the resolved ``priors`` and ``covariance``).
+        with which the model is evaluated on ``data``: ``num_components``,
+        ``covariance`` and the priors mapped into the frame.
     parameterization : str
         The chart of the unconstrained space: ``"centered"`` or ``"noncentered"``.
     init_position : dict
         An unconstrained starting position from the data: locations at evenly
         spaced data quantiles, equal weights. The backends seed each chain or
-        restart themselves (k-means++, :mod:`dpgmm_ppl.initialization`).
+        restart themselves (k-means++, :meth:`seed_position`).
     potential_fn : Callable[[dict, Array], Array]
         ``potential_fn(position, data)``: minus the log joint density of the
-        unconstrained position, log-Jacobian of the transforms included. This
-        is what NUTS and SVI evaluate.
+        unconstrained position (the data in data units), log-Jacobian of the
+        transforms included. This is what NUTS and SVI evaluate.
     minibatch_potential_fn : Callable[[dict, Array], Array]
         ``minibatch_potential_fn(position, batch)``: the potential with the
-        log-likelihood of ``batch`` scaled by ``num_data / len(batch)``, an
-        unbiased estimate of ``potential_fn`` when the batch's rows are drawn
-        uniformly from the data (stochastic VI).
+        log-likelihood of ``batch`` (rows of ``data``) scaled by
+        ``num_data / len(batch)``, an unbiased estimate of ``potential_fn``
+        when the batch's rows are drawn uniformly from the data (stochastic VI).
     log_joint_fn : Callable[[dict, Array], Array]
         ``log_joint_fn(position, data)``: the log joint density of the
-        constrained values, without the Jacobian; the same function of
-        ``(alpha, weights, loc, scale)`` in either chart. MAP maximises it.
+        constrained values in data units, without the Jacobian; the same
+        function of ``(alpha, weights, loc, scale)`` in either chart. MAP
+        maximises it.
     constrain_fn : Callable[[dict], dict]
-        Maps an unconstrained position to the constrained latent sites
-        (:attr:`latent_sites`, deterministic ones included).
+        Maps an unconstrained position to the constrained latent sites in
+        data units (:attr:`latent_sites`, deterministic ones included).
     unconstrain_fn : Callable[[dict], dict]
         The inverse of ``constrain_fn``.
     trace_counts : dict
         How many times each shared function has been traced by JAX; a backend
         that re-traces per step or per chain shows up here.
+    priors : Priors
+        The resolved priors, in data units.
+    frame : Frame
+        Centre and unit of the standardised frame (float64 arrays).
+    latent_sites : tuple of str
+        The model's latent sites, deterministic ones included.
     """
 
     data: Any
@@ -89,6 +109,9 @@ class LogDensity(NamedTuple):
     constrain_fn: Callable
     unconstrain_fn: Callable
     trace_counts: dict
+    priors: Priors
+    frame: Frame
+    standard_unconstrain_fn: Callable
     latent_sites: tuple = LATENT_SITES
 
     @property
@@ -100,9 +123,15 @@ class LogDensity(NamedTuple):
         """The covariance structure of the components (see :func:`~dpgmm_ppl.dpgmm`)."""
         return self.model_kwargs["covariance"]
 
-    @property
-    def priors(self) -> Priors:
-        return self.model_kwargs["priors"]
+    def seed_position(self, rng_key, rows):
+        """An unconstrained start seeded by k-means++ on ``rows`` of :attr:`data`.
+
+        Traceable; the backends call it once per restart or chain.
+        """
+        seeded = kmeanspp_init(
+            rng_key, rows, self.num_components, self.model_kwargs["priors"]
+        )
+        return self.standard_unconstrain_fn(seeded)
 
 
 def _counted(name, counts):
@@ -222,15 +251,28 @@ def build_log_density(
     if covariance not in COVARIANCE_TYPES:
         raise ValueError(f"covariance must be one of {COVARIANCE_TYPES}, got {covariance!r}")
     dtype = jnp.result_type(float)
-    data = np.asarray(data, dtype=dtype) if keep_data_on_host else jnp.asarray(data, dtype=dtype)
-    priors = (Priors() if priors is None else priors).resolve(data)
-    num_data = int(data.shape[0])
-    if data.ndim == 1:
+    host_data = np.asarray(data, dtype=dtype)
+    priors = (Priors() if priors is None else priors).resolve(host_data)
+    num_data = int(host_data.shape[0])
+    if host_data.ndim == 1:
         covariance = "diag"  # the three structures coincide for scalar data
-    init_values = _quantile_init(np.asarray(data), num_components, priors, covariance)
+    frame = Frame.from_data(host_data, covariance)
+    standard_priors = frame.standardize_priors(priors)
+    data = frame.standardize_data(host_data, dtype)
+    del host_data
+    init_values = _quantile_init(data, num_components, standard_priors, covariance)
+    if not keep_data_on_host:
+        data = jnp.asarray(data)
     if mesh is not None:
         data, num_data = shard_data(data, mesh)
-    model_kwargs = {"num_components": num_components, "priors": priors, "covariance": covariance}
+    model_kwargs = {
+        "num_components": num_components, "priors": standard_priors, "covariance": covariance
+    }
+    # Data and parameters in data units against the frame: constant log-Jacobians.
+    data_log_jacobian = num_data * frame.log_unit
+    log_joint_offset = frame.log_joint_offset(
+        num_data, num_components, covariance, priors.fixed_scale is not None
+    )
     if parameterization == "noncentered":
         model = handlers.reparam(dpgmm, config={"weights": NonCenteredStickBreaking()})
     else:
@@ -267,32 +309,38 @@ def build_log_density(
     @jax.jit
     @_counted("potential_fn", counts)
     def potential(position, data):
-        return potential_energy(model, (), {**data_kwargs(data), **model_kwargs}, position)
+        energy = potential_energy(model, (), {**data_kwargs(data), **model_kwargs}, position)
+        return energy + data_log_jacobian
 
     @jax.jit
     @_counted("minibatch_potential_fn", counts)
     def minibatch_potential(position, batch):
         kwargs = {"data": batch, "num_data": num_data, **model_kwargs}
-        return potential_energy(model, (), kwargs, position)
+        return potential_energy(model, (), kwargs, position) + data_log_jacobian
 
     @jax.jit
     @_counted("constrain_fn", counts)
-    def constrain(position):
+    def standard_constrain(position):
         values = constrain_fn(
             model, (), {"data": dummy, **model_kwargs}, position, return_deterministic=True
         )
         return {name: values[name] for name in latent_sites}
 
     @jax.jit
+    @_counted("constrain_fn", counts)
+    def constrain(position):
+        return frame.to_data_units(standard_constrain(position), xp=jnp)
+
+    @jax.jit
     @_counted("log_joint_fn", counts)
     def log_joint(position, data):
-        values = constrain(position)
+        values = standard_constrain(position)
         log_joint_value, _ = log_density(
             dpgmm, (), {**data_kwargs(data), **model_kwargs}, values
         )
-        return log_joint_value
+        return log_joint_value + log_joint_offset
 
-    def unconstrain_eager(values):
+    def standard_unconstrain(values):
         # Starts seeded for diagonal covariances (k-means++) fit every structure.
         values = with_covariance_sites(dict(values), covariance)
         if parameterization == "noncentered" and "weights_exponentials" in sampled_sites:
@@ -302,19 +350,25 @@ def build_log_density(
         sampled = {name: values[name] for name in sampled_sites}
         return unconstrain_fn(model, (), {"data": dummy, **model_kwargs}, sampled)
 
-    unconstrain = jax.jit(unconstrain_eager)
+    @jax.jit
+    def unconstrain(values):
+        values = with_covariance_sites(dict(values), covariance)
+        return standard_unconstrain(frame.from_data_units(values, xp=jnp))
 
     return LogDensity(
         data=data,
         num_data=num_data,
         model_kwargs=model_kwargs,
         parameterization=parameterization,
-        init_position=unconstrain_eager(init_values),
+        init_position=standard_unconstrain(init_values),
         potential_fn=potential,
         minibatch_potential_fn=minibatch_potential,
         log_joint_fn=log_joint,
         constrain_fn=constrain,
         unconstrain_fn=unconstrain,
         trace_counts=counts,
+        priors=priors,
+        frame=frame,
+        standard_unconstrain_fn=standard_unconstrain,
         latent_sites=latent_sites,
     )

@@ -42,6 +42,21 @@ def _mean_and_std(data):
     return mean, np.sqrt(sum_of_squares / data.shape[0])
 
 
+def _spread_or_fallback(mean, std, xp=np):
+    """``std``, with a constant column's spread taken from its magnitude, then 1."""
+    return xp.where(std > 0, std, xp.where(xp.abs(mean) > 0, xp.abs(mean), 1.0))
+
+
+def data_center_and_spread(data):
+    """The mean and standard deviation of the data's columns, in float64.
+
+    A constant column has no spread: its magnitude stands in, then 1. The
+    default priors and the density's standardised frame are both set from these.
+    """
+    mean, std = _mean_and_std(np.asarray(data))
+    return mean, _spread_or_fallback(mean, std)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Priors:
     r"""Hyperparameters of the DP-GMM.
@@ -163,8 +178,7 @@ class Priors:
             mean, std = data.mean(axis=0), data.std(axis=0)
         else:
             mean, std = _mean_and_std(np.asarray(data))
-        # A constant column has no spread: fall back to its magnitude, then to 1.
-        std = xp.where(std > 0, std, xp.where(xp.abs(mean) > 0, xp.abs(mean), 1.0))
+        std = _spread_or_fallback(mean, std, xp)
         defaults = {"loc_mean": mean, "loc_scale": 2.0 * std, "scale_rate": 0.5 * std}
         filled = {}
         for name in _DATA_FIELDS:

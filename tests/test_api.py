@@ -129,20 +129,26 @@ def test_any_optax_optimizer_and_history(two_clusters):
 
 def test_improper_scale_prior_collapse_is_reported_not_returned_as_nan():
     """Under a near-flat prior on the scales, a component collapses onto the
-    three identical points: the fit warns, naming component and step."""
-    data = np.array([0.0, 0.0, 0.0, 10.0, 10.3, 9.7, 10.1, 9.9, 10.2], np.float32)
+    three identical points: the fit warns, naming component and step.
+
+    The identical points sit at the data's mean: float32 resolves a scale down
+    to about 1e-4 of the spread times their distance from it (the quadratic
+    form is expanded in the standardised frame), and the warning's threshold
+    is 1e-4 of the spread."""
+    data = np.array([5.0, 5.0, 5.0, -5.0, -5.3, -4.7, -5.1, -4.9, 15.0, 15.3, 14.7, 15.1, 14.9],
+                    np.float32)
     priors = dpgmm_ppl.Priors(scale_shape=1e-8, scale_rate=1e-30)
     decaying = optax.adam(optax.exponential_decay(0.05, transition_steps=200, decay_rate=0.5))
-    with pytest.warns(RuntimeWarning, match=r"component 1 collapsed .* by step \d+"):
-        fit = dpgmm_ppl.fit(data, num_components=2, num_steps=3000, priors=priors,
+    with pytest.warns(RuntimeWarning, match=r"component 2 collapsed .* by step \d+"):
+        fit = dpgmm_ppl.fit(data, num_components=3, num_steps=3000, priors=priors,
                             optimizer=decaying)
     for name, value in fit.samples.items():
         assert np.all(np.isfinite(value)), name
-    assert fit.samples["scale"][0, 0, 1] < 1e-3 * data.std()
+    assert fit.samples["scale"][0, 0, 2] < 1e-3 * data.std()
     # The default prior on the same data keeps the scale away from zero.
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        proper = dpgmm_ppl.fit(data, num_components=2, num_steps=3000, optimizer=decaying)
+        proper = dpgmm_ppl.fit(data, num_components=3, num_steps=3000, optimizer=decaying)
     assert proper.samples["scale"].min() > 0.01 * data.std()
 
 

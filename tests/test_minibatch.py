@@ -47,7 +47,8 @@ def test_minibatch_potentials_over_a_partition_average_to_the_full_potential(rng
         lambda leaf: leaf + 0.1 * rng.normal(size=np.shape(leaf)).astype(np.float32),
         density.init_position,
     )
-    blocks = data[rng.permutation(120)].reshape(6, 20)
+    # Batches are rows of the density's (standardised) data.
+    blocks = np.asarray(density.data)[rng.permutation(120)].reshape(6, 20)
     average = np.mean([float(density.minibatch_potential_fn(position, b)) for b in blocks])
     full = float(density.potential_fn(position, density.data))
     np.testing.assert_allclose(average, full, rtol=1e-5)

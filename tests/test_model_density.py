@@ -62,6 +62,10 @@ def test_potential_adds_the_jacobian_of_numpyro_transforms(point):
     # exp for alpha and the scales; for the weights, logistic sticks then stick breaking.
     log_jacobian = np.log(float(values["alpha"])) + np.sum(np.log(np.asarray(values["scale"])))
     log_jacobian += np.sum(np.log(sticks) + np.log1p(-sticks) + np.log(remaining))
+    # The locations' coordinates are standardised: loc = mean(x) + std(x) * z.
+    center, unit = float(np.mean(data, dtype=np.float64)), float(np.std(data, dtype=np.float64))
+    np.testing.assert_allclose(position["loc"], (np.asarray(values["loc"]) - center) / unit, rtol=1e-5)
+    log_jacobian += len(values["loc"]) * np.log(unit)
     actual = density.potential_fn(position, density.data)
     np.testing.assert_allclose(float(actual), -(expected + log_jacobian), rtol=2e-5)
     # The logistic sticks are NumPyro's own: check the position decodes to our sticks.

@@ -29,6 +29,8 @@ def test_noncentered_potential_is_the_log_joint_plus_its_own_jacobian(point):  #
     log_dv_du = -exponentials / alpha - np.log(alpha) + np.log(exponentials)
     log_jacobian = np.sum(np.log(remaining) + log_dv_du)
     log_jacobian += np.log(alpha) + np.sum(np.log(np.asarray(values["scale"])))
+    # Standardised locations: loc = mean(x) + std(x) * z.
+    log_jacobian += len(values["loc"]) * np.log(np.std(data, dtype=np.float64))
     actual = density.potential_fn(position, density.data)
     np.testing.assert_allclose(float(actual), -(expected + log_jacobian), rtol=2e-5)
 
@@ -56,7 +58,7 @@ def test_prior_part_of_the_sticks_does_not_depend_on_alpha(rng):
     def prior_potential(position):
         values = density.constrain_fn(position)
         mixture = GaussianMixture(values["weights"], values["loc"], values["scale"])
-        return density.potential_fn(position, density.data) + jnp.sum(mixture.log_prob(density.data))
+        return density.potential_fn(position, density.data) + jnp.sum(mixture.log_prob(data))
 
     position = dict(density.init_position)
     for shift in (0.0, -2.0, 1.5):  # alpha = exp(shift)

@@ -23,7 +23,6 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from dpgmm_ppl.infer._progress import StepBar
-from dpgmm_ppl.initialization import kmeanspp_init
 
 __all__ = ["LP_ROWS", "SEED_ROWS", "STEPS_PER_CHUNK", "run_minibatch_chains"]
 
@@ -102,8 +101,7 @@ def run_minibatch_chains(
 
     @jax.jit
     def seed_position(key, rows):
-        seed = kmeanspp_init(key, rows, density.num_components, density.priors)
-        return ravel_pytree(density.unconstrain_fn(seed))[0]
+        return ravel_pytree(density.seed_position(key, rows))[0]
 
     @jax.jit
     def finish(params, frames, key, lp_rows):

@@ -35,7 +35,6 @@ from dpgmm_ppl.infer._common import (
 )
 from dpgmm_ppl.infer._progress import StepBar, check_progress_bar
 from dpgmm_ppl.infer.base import Backend, BackendOutput
-from dpgmm_ppl.initialization import kmeanspp_init
 
 __all__ = ["MAP", "run_map"]
 
@@ -169,14 +168,13 @@ def run_map(
     optimizer = optax.adam(0.05) if optimizer is None else optimizer
     bar = StepBar("MAP", num_chains * num_steps, enabled=progress_bar)
     run_chain = _make_chain_runner(density, optimizer, num_steps, history_every, bar)
-    num_components, priors = density.num_components, density.priors
 
     def restart(key, data):
         # Seeding, optimisation and the final evaluations form one compiled
         # program: every separate jit would cost its own XLA compilation.
         # The seeding skips the padding rows of a sharded data set.
-        seeded = kmeanspp_init(key, data[: density.num_data], num_components, priors)
-        position, losses, frames = run_chain(density.unconstrain_fn(seeded), data)
+        start = density.seed_position(key, data[: density.num_data])
+        position, losses, frames = run_chain(start, data)
         stats = {
             "lp": -density.potential_fn(position, data),
             "log_joint": density.log_joint_fn(position, data),
@@ -190,7 +188,8 @@ def run_map(
     )
 
     steps = history_steps(num_steps, history_every)
-    _warn_on_failure(losses, history, steps, np.std(np.asarray(density.data)[: density.num_data], axis=0))
+    standard_spread = np.std(np.asarray(density.data)[: density.num_data], axis=0)
+    _warn_on_failure(losses, history, steps, standard_spread * density.frame.unit)
     add_draw_axis = lambda tree: jax.tree_util.tree_map(lambda leaf: leaf[:, None], tree)
     return BackendOutput(
         positions=add_draw_axis(positions),

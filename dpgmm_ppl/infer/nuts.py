@@ -65,7 +65,6 @@ from dpgmm_ppl._validation import check_parameterization, check_positive_int
 from dpgmm_ppl.infer._common import guarded_update
 from dpgmm_ppl.infer._progress import check_progress_bar
 from dpgmm_ppl.infer.base import Backend, BackendOutput, check_chart
-from dpgmm_ppl.initialization import kmeanspp_init
 
 __all__ = ["NUTS", "run_nuts"]
 
@@ -171,10 +170,7 @@ def _init_positions(rng_key, density, num_chains, num_init_steps):
     num_starts = num_chains * (_CANDIDATES_PER_CHAIN if num_init_steps else 1)
     keys = jax.random.split(rng_key, num_starts)
     rows = density.data[: density.num_data]  # without a sharded data set's padding
-    seed = jax.vmap(
-        lambda key: kmeanspp_init(key, rows, density.num_components, density.priors)
-    )
-    positions = jax.vmap(density.unconstrain_fn)(jax.jit(seed)(keys))
+    positions = jax.jit(jax.vmap(lambda key: density.seed_position(key, rows)))(keys)
     if not num_init_steps:
         return positions
     descend = _descend(density, num_init_steps)

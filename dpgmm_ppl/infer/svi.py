@@ -55,7 +55,6 @@ from dpgmm_ppl.infer._common import (
 from dpgmm_ppl.infer._progress import StepBar, check_progress_bar
 from dpgmm_ppl.infer.base import Backend, BackendOutput, check_chart
 from dpgmm_ppl.infer.guides import GUIDES, Guide, make_guide
-from dpgmm_ppl.initialization import kmeanspp_init
 
 __all__ = [
     "SVI",
@@ -182,8 +181,7 @@ def _make_chain_runner(density, guide, unravel, optimizer, options, bar):
     def run_chain(rng_key, data):
         key_init, key_fit, key_draws = jax.random.split(rng_key, 3)
         rows = data[: density.num_data]  # without a sharded data set's padding
-        seed = kmeanspp_init(key_init, rows, density.num_components, density.priors)
-        mean = ravel_pytree(density.unconstrain_fn(seed))[0]
+        mean = ravel_pytree(density.seed_position(key_init, rows))[0]
 
         # One scan over every step, writing a history frame in place every
         # ``history_every`` steps and at the last: a single copy of the step's

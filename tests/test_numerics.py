@@ -1,0 +1,140 @@
+"""The numerics sweep: no NaN or inf in float32, and the same clusters in any units.
+
+Three data sets (the seed mixture, the galaxies, Old Faithful with full
+covariances) x three backends x 20 keys (20 restarts or chains in one fit),
+the data as they are, scaled by 1e6 and by 1e-6 and offset by 1e6, and the
+truncation at K = 1, 2 and 200.
+
+The suite runs it at a size that fits CI: MAP at its full 10,000 steps except
+on the 19,000 seed points, SVI and NUTS shortened. ``DPGMM_FULL_SWEEP=1``
+runs every fit at the sizes of the issue (MAP 10,000 steps everywhere, SVI at
+its defaults); the closing note of the numerics work records that run.
+"""
+
+import contextlib
+import os
+
+import numpy as np
+import pytest
+
+import dpgmm_ppl
+from dpgmm_ppl import datasets
+
+FULL = os.environ.get("DPGMM_FULL_SWEEP") == "1"
+NUM_KEYS = 20
+
+pytestmark = pytest.mark.slow
+
+
+def _data(name):
+    if name == "seed":
+        return datasets.seed_mixture().data
+    if name == "galaxies":
+        return datasets.galaxies().data
+    return datasets.old_faithful().data
+
+
+def _options(backend, name):
+    large = name == "seed" and not FULL
+    if backend == "map":
+        return {"num_steps": 1_000 if large else 10_000, "history_every": 500}
+    if backend == "svi":
+        steps = 3_000 if FULL else (300 if large else 1_000)
+        return {"num_steps": steps, "num_samples": 100, "history_every": 500}
+    depth = 6 if large else 8
+    return {"num_warmup": 50, "num_samples": 50, "max_tree_depth": depth, "num_init_steps": 0}
+
+
+def _fit(data, backend, name, *, num_components=25, num_chains=NUM_KEYS, rng_key=0):
+    covariance = "full" if name == "old_faithful" else "diag"
+    return dpgmm_ppl.fit(
+        data, backend=backend, num_components=num_components, num_chains=num_chains,
+        covariance=covariance, rng_key=rng_key, **_options(backend, name),
+    )
+
+
+def _non_finite(fit):
+    """Names of the arrays of a fit that hold a NaN or an infinity."""
+    arrays = {**fit.samples, **fit.sample_stats}
+    if fit.losses is not None:
+        arrays["losses"] = fit.losses
+    if fit.history is not None:
+        arrays |= {f"history.{k}": v for k, v in fit.history.items()}
+    return sorted(name for name, value in arrays.items() if not np.all(np.isfinite(value)))
+
+
+DATASETS = ("seed", "galaxies", "old_faithful")
+BACKENDS = ("map", "svi", "nuts")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", DATASETS)
+def test_twenty_keys_never_give_a_non_finite_value(name, backend):
+    fit = _fit(_data(name), backend, name)
+    assert _non_finite(fit) == []
+    # Something was fitted: the predictive density beats one Gaussian.
+    data = np.asarray(_data(name), np.float64)
+    mean, std = data.mean(axis=0), data.std(axis=0)
+    gaussian = -0.5 * np.sum(((data - mean) / std) ** 2 + np.log(2 * np.pi * std**2), axis=-1)
+    assert float(np.mean(fit.log_predictive_density(data))) > float(np.mean(gaussian))
+
+
+TRANSFORMS = {"times 1e6": (1e6, 0.0), "times 1e-6": (1e-6, 0.0), "plus 1e6": (1.0, 1e6)}
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS)
+@pytest.mark.parametrize("name", DATASETS)
+def test_map_finds_the_same_clusters_in_any_units(name, transform):
+    """Same key, data in other units: every component above 1% weight has the
+    same weight (within 1e-3), and the same location and scale within 1% of
+    its scale, once mapped back to the original units."""
+    scale_by, shift_by = TRANSFORMS[transform]
+    data = np.asarray(_data(name), np.float64)
+    plain = _fit(data, "map", name, num_chains=4)
+    moved = _fit(data * scale_by + shift_by, "map", name, num_chains=4)
+    assert _non_finite(moved) == []
+    weights = plain.samples["weights"]
+    big = weights > 0.01
+    np.testing.assert_allclose(moved.samples["weights"], weights, atol=1e-3)
+    spread = plain.samples["scale"] if plain.samples["scale"].ndim == weights.ndim else (
+        plain.samples["scale"].min(axis=-1)
+    )
+    loc_back = (moved.samples["loc"] - shift_by) / scale_by
+    loc_error = np.abs(loc_back - plain.samples["loc"])
+    scale_error = np.abs(moved.samples["scale"] / scale_by - plain.samples["scale"])
+    if loc_error.ndim > weights.ndim:
+        loc_error, scale_error = loc_error.max(axis=-1), scale_error.max(axis=-1)
+    assert np.all(loc_error[big] <= 0.01 * spread[big])
+    assert np.all(scale_error[big] <= 0.01 * spread[big])
+
+
+@pytest.mark.parametrize("backend", ("svi", "nuts"))
+@pytest.mark.parametrize("transform", TRANSFORMS)
+def test_posteriors_give_the_same_density_in_any_units(backend, transform):
+    """SVI and NUTS on the galaxies in other units: the posterior predictive
+    density at the data, mapped back (divided by the scale factor), within
+    0.01 nats per point of the one in the original units."""
+    scale_by, shift_by = TRANSFORMS[transform]
+    data = np.asarray(_data("galaxies"), np.float64)
+    plain = _fit(data, backend, "galaxies", num_chains=4)
+    moved = _fit(data * scale_by + shift_by, backend, "galaxies", num_chains=4)
+    assert _non_finite(moved) == []
+    expected = plain.log_predictive_density(data)
+    actual = moved.log_predictive_density(data * scale_by + shift_by) + np.log(scale_by)
+    assert abs(float(np.mean(actual)) - float(np.mean(expected))) < 0.01
+    np.testing.assert_allclose(actual, expected, atol=0.05)
+
+
+@pytest.mark.parametrize("num_components", (1, 2, 200))
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_truncation_extremes_stay_finite(backend, num_components):
+    """K = 1, 2 and 200 on the galaxies (82 points; K = 200 exceeds N and warns)."""
+    data = _data("galaxies")
+    with pytest.warns(UserWarning, match="exceeds the number of points") if num_components > 82 else contextlib.nullcontext():
+        fit = _fit(data, backend, "galaxies", num_components=num_components, num_chains=4)
+    assert _non_finite(fit) == []
+    if num_components == 1:
+        # One Gaussian: the location is the sample mean within a few standard errors.
+        loc = fit.samples["loc"].mean()
+        data64 = np.asarray(data, np.float64)
+        assert abs(loc - data64.mean()) < 4 * data64.std() / np.sqrt(data64.size)
