@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
 from numpyro.distributions import Distribution, constraints
+from numpyro.distributions.transforms import StickBreakingTransform, biject_to
 from numpyro.distributions.util import promote_shapes, validate_sample
 
 __all__ = [
@@ -198,6 +199,39 @@ def sticks_from_weights(weights):
     return jnp.exp(_safe_log(weights[..., :-1]) - _safe_log(remaining[..., :-1]))
 
 
+class _StickSimplex(constraints._Simplex):
+    """The probability simplex, as the support of :class:`StickBreakingWeights`.
+
+    It is NumPyro's simplex; only its bijection from the unconstrained space
+    differs (:class:`LogSpaceStickBreakingTransform`).
+    """
+
+
+class LogSpaceStickBreakingTransform(StickBreakingTransform):
+    r"""NumPyro's stick-breaking bijection with its log-Jacobian summed in log space.
+
+    The map is NumPyro's; its log-determinant,
+    :math:`\sum_k [\log y_k + \log(1 - z_k)]` with :math:`z_k` the fraction of
+    the remaining stick, is evaluated as
+    :math:`\sum_k [\log z_k + \sum_{j \le k} \log(1 - z_j)]` from the
+    unconstrained coordinates, so it stays finite when a weight :math:`y_k`
+    underflows in float32 (NumPyro's takes :math:`\log y_k` and returns
+    ``-inf`` there).
+    """
+
+    def log_abs_det_jacobian(self, x, y, intermediates=None):
+        x = x - jnp.log(x.shape[-1] - jnp.arange(x.shape[-1]))
+        # The forward map clips each fraction to [tiny, 1 - eps]; so do the logs.
+        finfo = jnp.finfo(jnp.result_type(x))
+        log_fraction = jnp.maximum(jax.nn.log_sigmoid(x), jnp.log(finfo.tiny))
+        log_rest = jnp.maximum(jax.nn.log_sigmoid(-x), jnp.log(finfo.eps))
+        return jnp.sum(log_fraction + jnp.cumsum(log_rest, axis=-1), axis=-1)
+
+
+_stick_simplex = _StickSimplex()
+biject_to.register(_StickSimplex)(lambda constraint: LogSpaceStickBreakingTransform())
+
+
 class StickBreakingWeights(Distribution):
     r"""Truncated stick-breaking (GEM) distribution on the simplex.
 
@@ -212,8 +246,11 @@ class StickBreakingWeights(Distribution):
         \log p(w \mid \alpha) = (K - 1)\log\alpha + (\alpha - 1)\log w_K
             - \sum_{k=1}^{K-1} \log r_k, \qquad r_k = \sum_{j \ge k} w_j .
 
-    Its support is NumPyro's ``constraints.simplex``, so inference runs on the
-    unconstrained space through NumPyro's own stick-breaking transform.
+    Its support is NumPyro's simplex, so inference runs on the unconstrained
+    space through NumPyro's own stick-breaking transform; only its
+    log-Jacobian is summed in log space
+    (:class:`LogSpaceStickBreakingTransform`), so that the potential stays
+    finite when a weight underflows.
 
     Parameters
     ----------
@@ -231,7 +268,7 @@ class StickBreakingWeights(Distribution):
     """
 
     arg_constraints = {"concentration": constraints.positive}
-    support = constraints.simplex
+    support = _stick_simplex
     reparametrized_params = []
     pytree_data_fields = ("concentration",)
     pytree_aux_fields = ("num_components",)

@@ -319,3 +319,38 @@ def test_one_component_takes_the_whole_stick():
     distribution = StickBreakingWeights(0.7, 1)
     np.testing.assert_array_equal(distribution.sample(jax.random.PRNGKey(0), (3,)), np.ones((3, 1)))
     assert float(distribution.log_prob(jnp.ones(1))) == 0.0
+
+
+def _stick_jacobian_float64(x):
+    """log|det J| of the stick-breaking map in float64: sum_k log y_k + log(1 - z_k)."""
+    x = np.asarray(x, np.float64) - np.log(x.shape[-1] - np.arange(x.shape[-1]))
+    z = 1.0 / (1.0 + np.exp(-x))
+    remaining = np.concatenate([[1.0], np.cumprod(1.0 - z)[:-1]])
+    return float(np.sum(np.log(z * remaining) + np.log1p(-z)))
+
+
+def test_stick_breaking_log_jacobian_is_exact_and_finite_when_weights_underflow(rng):
+    from numpyro.distributions.transforms import StickBreakingTransform, biject_to
+
+    transform = biject_to(StickBreakingWeights(1.0, 13).support)
+    for _ in range(50):
+        x = rng.normal(0.0, 1.0 + 4.0 * rng.random(), 12).astype(np.float32)
+        expected = _stick_jacobian_float64(x)
+        actual = float(transform.log_abs_det_jacobian(jnp.asarray(x), transform(jnp.asarray(x))))
+        np.testing.assert_allclose(actual, expected, rtol=2e-6, atol=1e-4)
+    # Sticks that leave nothing after the first few: the tail weights underflow
+    # in float32 and NumPyro's log y_k is -inf; the log-space sum is not.
+    x = jnp.full(12, 40.0, jnp.float32)
+    weights = transform(x)
+    assert float(weights[-1]) == 0.0
+    assert np.isneginf(float(StickBreakingTransform().log_abs_det_jacobian(x, weights)))
+    finite = float(transform.log_abs_det_jacobian(x, weights))
+    np.testing.assert_allclose(finite, _stick_jacobian_float64_clipped(np.full(12, 40.0)), rtol=1e-5)
+
+
+def _stick_jacobian_float64_clipped(x):
+    """The same in float64 with the forward map's float32 clipping of each fraction."""
+    finfo = np.finfo(np.float32)
+    x = np.asarray(x, np.float64) - np.log(x.shape[-1] - np.arange(x.shape[-1]))
+    z = np.clip(1.0 / (1.0 + np.exp(-x)), finfo.tiny, 1.0 - finfo.eps)
+    return float(np.sum(np.log(z) + np.cumsum(np.log1p(-z))))

@@ -1,0 +1,121 @@
+"""The numerics sweep: no NaN or inf in float32, at the extremes of the truncation.
+
+The sweep of the issue is three data sets (the seed mixture, the galaxies,
+Old Faithful with full covariances) x three backends x 20 keys (20 restarts
+or chains in one fit), and the truncation at K = 1, 2 and 200.
+``DPGMM_FULL_SWEEP=1`` runs all of it at the issue's sizes (MAP 10,000
+steps, SVI at its defaults, NUTS 100 + 100 with trees up to depth 8); it
+takes about 15 minutes on two cores. The suite runs the galaxies row of it,
+with SVI and NUTS shortened, to fit CI's time.
+
+Data in other units (scaled by 1e6 or 1e-6, offset by 1e6) are not in the
+sweep yet: MAP and SVI move ``loc`` in data units, so on the galaxies (in
+km/s) Adam's steps of 0.05 cannot carry a component the 2,700 km/s from
+its k-means++ seed to the data mean in 10,000 steps (the K = 1 case below,
+marked as a known failure). The fix is a standardised frame for the
+backends' coordinates.
+"""
+
+import contextlib
+import os
+
+import numpy as np
+import pytest
+
+import dpgmm_ppl
+from dpgmm_ppl import datasets
+
+FULL = os.environ.get("DPGMM_FULL_SWEEP") == "1"
+NUM_KEYS = 20
+
+pytestmark = pytest.mark.slow
+
+
+def _data(name):
+    if name == "seed":
+        return datasets.seed_mixture().data
+    if name == "galaxies":
+        return datasets.galaxies().data
+    return datasets.old_faithful().data
+
+
+def _options(backend):
+    if backend == "map":
+        return {"num_steps": 10_000, "history_every": 500}
+    if backend == "svi":
+        return {"num_steps": 3_000 if FULL else 1_000, "num_samples": 100, "history_every": 500}
+    if FULL:
+        return {"num_warmup": 100, "num_samples": 100, "max_tree_depth": 8, "num_init_steps": 0}
+    return {"num_warmup": 20, "num_samples": 20, "max_tree_depth": 5, "num_init_steps": 0}
+
+
+def _fit(data, backend, name, *, num_components=25, num_chains=NUM_KEYS, rng_key=0, **options):
+    covariance = "full" if name == "old_faithful" else "diag"
+    return dpgmm_ppl.fit(
+        data, backend=backend, num_components=num_components, num_chains=num_chains,
+        covariance=covariance, rng_key=rng_key, **{**_options(backend), **options},
+    )
+
+
+def _non_finite(fit):
+    """Names of the arrays of a fit that hold a NaN or an infinity."""
+    arrays = {**fit.samples, **fit.sample_stats}
+    if fit.losses is not None:
+        arrays["losses"] = fit.losses
+    if fit.history is not None:
+        arrays |= {f"history.{k}": v for k, v in fit.history.items()}
+    return sorted(name for name, value in arrays.items() if not np.all(np.isfinite(value)))
+
+
+DATASETS = ("seed", "galaxies", "old_faithful") if FULL else ("galaxies",)
+BACKENDS = ("map", "svi", "nuts")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", DATASETS)
+def test_twenty_keys_never_give_a_non_finite_value(name, backend):
+    fit = _fit(_data(name), backend, name)
+    assert _non_finite(fit) == []
+    # Something was fitted: the predictive density beats one Gaussian.
+    data = np.asarray(_data(name), np.float64)
+    mean, std = data.mean(axis=0), data.std(axis=0)
+    gaussian = -0.5 * np.sum(((data - mean) / std) ** 2 + np.log(2 * np.pi * std**2), axis=-1)
+    assert float(np.mean(fit.log_predictive_density(data))) > float(np.mean(gaussian))
+
+
+_KNOWN_FAILURES = {
+    ("map", 1): "loc moves in data units: 10,000 Adam steps of 0.05 km/s do not reach the mean",
+    ("svi", 1): "loc moves in data units: 1,000 Adam steps of 0.05 km/s do not reach the mean",
+    ("nuts", 200): "30 + 30 draws at depth 6: every transition diverges, the energy is infinite",
+}
+
+
+@pytest.mark.parametrize(
+    ("backend", "num_components"),
+    [
+        pytest.param(
+            backend, k,
+            marks=[pytest.mark.xfail(strict=True, reason=_KNOWN_FAILURES[backend, k])]
+            if (backend, k) in _KNOWN_FAILURES else [],
+        )
+        for backend in BACKENDS
+        for k in (1, 2, 200)
+    ],
+)
+def test_truncation_extremes_stay_finite(backend, num_components):
+    """K = 1, 2 and 200 on the galaxies (82 points; K = 200 exceeds N and warns).
+
+    K = 1 is one Gaussian: its location must be the sample mean."""
+    data = _data("galaxies")
+    with pytest.warns(UserWarning, match="exceeds the number of points") if num_components > 82 else contextlib.nullcontext():
+        # The case of the known NUTS failure (seen at this size; 20 + 20 at depth 5 passes).
+        nuts_200 = {"num_warmup": 30, "num_samples": 30, "max_tree_depth": 6}
+        options = nuts_200 if (backend, num_components) == ("nuts", 200) else {}
+        fit = _fit(data, backend, "galaxies", num_components=num_components, num_chains=4,
+                   **options)
+    assert _non_finite(fit) == []
+    if num_components == 1:
+        # One Gaussian: the location is the sample mean within a few standard errors.
+        loc = fit.samples["loc"].mean()
+        data64 = np.asarray(data, np.float64)
+        assert abs(loc - data64.mean()) < 4 * data64.std() / np.sqrt(data64.size)
