@@ -80,10 +80,10 @@ from numpyro.infer import Predictive
 from numpyro.infer.hmc import hmc
 from scipy import stats
 
+from dpgmm_ppl._frame import Frame
 from dpgmm_ppl.density import build_log_density
 from dpgmm_ppl.distributions import GaussianMixture
 from dpgmm_ppl.infer.nuts import _CANDIDATES_PER_CHAIN, NUTS, _descend, _sort_by_weight
-from dpgmm_ppl.initialization import kmeanspp_init
 from dpgmm_ppl.model import dpgmm
 from dpgmm_ppl.priors import Priors
 
@@ -115,14 +115,12 @@ def make_replication(
         algo="NUTS",
     )
     descend = _descend(density, num_init_steps) if num_init_steps else None
-    num_components, priors = density.num_components, density.priors
 
     def start(rng_key, data):
         # As the backend does for one chain: the best of a few descended
         # k-means++ seedings, components in order of decreasing weight.
         keys = jax.random.split(rng_key, _CANDIDATES_PER_CHAIN if descend else 1)
-        seeds = jax.vmap(lambda key: kmeanspp_init(key, data, num_components, priors))(keys)
-        positions = jax.vmap(density.unconstrain_fn)(seeds)
+        positions = jax.vmap(lambda key: density.seed_position(key, data))(keys)
         if descend is None:
             return jax.tree_util.tree_map(lambda leaf: leaf[0], positions)
         ends = jax.lax.map(lambda one: descend(one, data), positions)
@@ -193,9 +191,12 @@ def run_sbc(
     truth = jax.vmap(_statistics)(
         {name: prior[name] for name in ("alpha", "weights", "loc", "scale")}, datasets
     )
+    # One density for every data set: the identity frame, so that each
+    # replication's data go into the potential as they are (the priors are
+    # fixed numbers on the standardised scale already).
     density = build_log_density(
         datasets[0], num_components=num_components, priors=priors,
-        parameterization=parameterization,
+        parameterization=parameterization, frame=Frame.identity(),
     )
     replication = make_replication(
         density, num_warmup=num_warmup, num_samples=num_samples, thinning=thinning,

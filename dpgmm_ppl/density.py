@@ -195,6 +195,7 @@ def build_log_density(
     parameterization="centered",
     mesh=None,
     keep_data_on_host=False,
+    frame=None,
     rng_key=None,
 ) -> LogDensity:
     """Trace the DP-GMM once on ``data`` and return its shared log-density.
@@ -229,6 +230,11 @@ def build_log_density(
     keep_data_on_host : bool
         Keep ``data`` as a NumPy array instead of copying it to the device;
         for minibatch SVI, which streams batches of it.
+    frame : Frame, optional
+        The standardised frame; by default the data's own mean and standard
+        deviation (:meth:`Frame.from_data <dpgmm_ppl._frame.Frame.from_data>`).
+        ``Frame.identity(...)`` evaluates the model on the data as they are,
+        for one density that serves many data sets of the same scale.
     rng_key : PRNGKey, optional
         Unused; kept so that callers can pass one key to every builder.
 
@@ -256,7 +262,8 @@ def build_log_density(
     num_data = int(host_data.shape[0])
     if host_data.ndim == 1:
         covariance = "diag"  # the three structures coincide for scalar data
-    frame = Frame.from_data(host_data, covariance)
+    if frame is None:
+        frame = Frame.from_data(host_data, covariance)
     standard_priors = frame.standardize_priors(priors)
     data = frame.standardize_data(host_data, dtype)
     del host_data

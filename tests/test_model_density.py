@@ -8,6 +8,8 @@ from numpyro.infer import Predictive
 from scipy import stats
 from scipy.special import expit, logsumexp
 
+from dpgmm_ppl._frame import UNITS_PER_SPREAD
+
 from dpgmm_ppl import Priors, build_log_density, dpgmm
 
 
@@ -62,8 +64,9 @@ def test_potential_adds_the_jacobian_of_numpyro_transforms(point):
     # exp for alpha and the scales; for the weights, logistic sticks then stick breaking.
     log_jacobian = np.log(float(values["alpha"])) + np.sum(np.log(np.asarray(values["scale"])))
     log_jacobian += np.sum(np.log(sticks) + np.log1p(-sticks) + np.log(remaining))
-    # The locations' coordinates are standardised: loc = mean(x) + std(x) * z.
-    center, unit = float(np.mean(data, dtype=np.float64)), float(np.std(data, dtype=np.float64))
+    # The locations' coordinates are standardised: loc = mean(x) + (std(x) / 5) * z.
+    center = float(np.mean(data, dtype=np.float64))
+    unit = float(np.std(data, dtype=np.float64)) / UNITS_PER_SPREAD
     np.testing.assert_allclose(position["loc"], (np.asarray(values["loc"]) - center) / unit, rtol=1e-5)
     log_jacobian += len(values["loc"]) * np.log(unit)
     actual = density.potential_fn(position, density.data)

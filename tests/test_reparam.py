@@ -9,6 +9,7 @@ from numpyro.handlers import reparam
 from numpyro.infer import Predictive
 from scipy import stats
 
+from dpgmm_ppl._frame import UNITS_PER_SPREAD
 from dpgmm_ppl import GaussianMixture, StickBreakingWeights, build_log_density, dpgmm
 from dpgmm_ppl.reparam import NonCenteredStickBreaking, exponentials_from_weights
 
@@ -29,8 +30,8 @@ def test_noncentered_potential_is_the_log_joint_plus_its_own_jacobian(point):  #
     log_dv_du = -exponentials / alpha - np.log(alpha) + np.log(exponentials)
     log_jacobian = np.sum(np.log(remaining) + log_dv_du)
     log_jacobian += np.log(alpha) + np.sum(np.log(np.asarray(values["scale"])))
-    # Standardised locations: loc = mean(x) + std(x) * z.
-    log_jacobian += len(values["loc"]) * np.log(np.std(data, dtype=np.float64))
+    # Standardised locations: loc = mean(x) + (std(x) / 5) * z.
+    log_jacobian += len(values["loc"]) * np.log(np.std(data, dtype=np.float64) / UNITS_PER_SPREAD)
     actual = density.potential_fn(position, density.data)
     np.testing.assert_allclose(float(actual), -(expected + log_jacobian), rtol=2e-5)
 

@@ -107,11 +107,12 @@ def test_diagonal_elbo_matches_numpyro_autonormal_trace_elbo():
     print(f"ours {our_mean:.3f} +- {our_se:.3f}; NumPyro Trace_ELBO({num_particles}) "
           f"{float(numpyro_loss):.3f} +- {numpyro_se:.3f}")
     assert abs(our_mean - float(numpyro_loss)) < tolerance
-    # The check can fail: moving four means by 0.1, or doubling the scales,
-    # moves our loss by several times that tolerance.
+    # The check can fail: moving four means by 0.1, or halving the scales,
+    # moves our loss by several times that tolerance. (Doubling them happens
+    # to move it by less: the entropy gained and the energy lost nearly cancel.)
     for params in (
         {"loc": mean.at[1:5].add(0.1), "log_scale": jnp.log(scale)},
-        {"loc": mean, "log_scale": jnp.log(2.0 * scale)},
+        {"loc": mean, "log_scale": jnp.log(0.5 * scale)},
     ):
         assert abs(np.mean(ours(params)) - float(numpyro_loss)) > 3 * tolerance
 
