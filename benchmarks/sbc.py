@@ -83,7 +83,13 @@ from scipy import stats
 from dpgmm_ppl._frame import Frame
 from dpgmm_ppl.density import build_log_density
 from dpgmm_ppl.distributions import GaussianMixture
-from dpgmm_ppl.infer.nuts import _CANDIDATES_PER_CHAIN, NUTS, _descend, _sort_by_weight
+from dpgmm_ppl.infer.nuts import (
+    _CANDIDATES_PER_CHAIN,
+    NUTS,
+    _descend,
+    _sort_by_weight,
+    resolve_dense_mass,
+)
 from dpgmm_ppl.model import dpgmm
 from dpgmm_ppl.priors import Priors
 
@@ -134,12 +140,14 @@ def make_replication(
             values = _sort_by_weight(values)
         return density.unconstrain_fn(values)
 
+    dense_mass = resolve_dense_mass(options["dense_mass"], num_warmup, density.init_position)
+
     def replication(rng_key, data):
         init_key, sample_key = jax.random.split(rng_key)
         state = init_kernel(
             start(init_key, data), num_warmup, model_args=(data,), rng_key=sample_key,
             target_accept_prob=options["target_accept_prob"],
-            dense_mass=options["dense_mass"], max_tree_depth=options["max_tree_depth"],
+            dense_mass=dense_mass, max_tree_depth=options["max_tree_depth"],
         )
 
         def step(state, _):

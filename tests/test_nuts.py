@@ -207,3 +207,16 @@ def test_default_chain_method_uses_devices_when_there_are_enough():
     assert _resolve_chain_method("sequential", 1) == "sequential"
     assert set(NUTS.defaults) >= {"num_warmup", "num_samples", "target_accept_prob",
                                   "dense_mass", "max_tree_depth", "chain_method"}
+
+
+def test_auto_dense_mass_needs_more_warmup_draws_than_coordinates():
+    from dpgmm_ppl.infer.nuts import resolve_dense_mass
+
+    # NumPyro's schedule for 500 warmup steps: the longest middle window has 200 draws.
+    assert resolve_dense_mass("auto", 500, {"a": np.zeros(199)}) is True
+    assert resolve_dense_mass("auto", 500, {"a": np.zeros(150), "b": np.zeros((5, 10))}) is False
+    # Fewer than 20 warmup steps: one window, no mass adaptation at all.
+    assert resolve_dense_mass("auto", 10, {"a": np.zeros(3)}) is False
+    # An explicit choice is kept.
+    assert resolve_dense_mass(True, 10, {"a": np.zeros(500)}) is True
+    assert resolve_dense_mass(False, 500, {"a": np.zeros(3)}) is False

@@ -60,13 +60,14 @@ import numpy as np
 import optax
 from numpyro.infer import MCMC
 from numpyro.infer import NUTS as NUTSKernel
+from numpyro.infer.hmc_util import build_adaptation_schedule
 
 from dpgmm_ppl._validation import check_parameterization, check_positive_int
 from dpgmm_ppl.infer._common import guarded_update
 from dpgmm_ppl.infer._progress import check_progress_bar
 from dpgmm_ppl.infer.base import Backend, BackendOutput, check_chart
 
-__all__ = ["NUTS", "run_nuts"]
+__all__ = ["NUTS", "resolve_dense_mass", "run_nuts"]
 
 #: ``MCMC`` extra fields recorded per draw, and their ArviZ names.
 _EXTRA_FIELDS = {
@@ -223,6 +224,33 @@ def _warn_on_divergences(diverging, target_accept_prob, dense_mass):
     )
 
 
+def resolve_dense_mass(dense_mass, num_warmup, position):
+    """``dense_mass`` as a bool: ``"auto"`` is dense when the warmup can estimate it.
+
+    NumPyro adapts the mass matrix at the end of each middle window of its
+    warmup schedule, from that window's draws. A dense estimate from no more
+    draws than the position has coordinates is singular; NumPyro's shrinkage
+    towards the identity keeps it invertible in exact arithmetic, but in
+    float32 its inverse overflows and every transition diverges (measured:
+    the galaxies at K = 200, 600 coordinates, 30 warmup draws, infinite
+    energy in every draw). ``"auto"`` therefore adapts a dense matrix only
+    when the longest middle window has more draws than coordinates.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> position = {"loc": np.zeros(75)}
+    >>> resolve_dense_mass("auto", 500, position), resolve_dense_mass("auto", 30, position)
+    (True, False)
+    """
+    if dense_mass != "auto":
+        return bool(dense_mass)
+    windows = build_adaptation_schedule(num_warmup)[1:-1]
+    longest = max((window.end - window.start + 1 for window in windows), default=0)
+    num_coordinates = sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(position))
+    return longest > num_coordinates
+
+
 def run_nuts(
     rng_key,
     density,
@@ -261,9 +289,13 @@ def run_nuts(
     target_accept_prob : float in (0, 1)
         Target of the step-size adaptation; higher means smaller steps and
         fewer divergences.
-    dense_mass : bool
+    dense_mass : bool or "auto"
         Adapt a dense mass matrix (all correlations between the
-        unconstrained coordinates) instead of a diagonal one.
+        unconstrained coordinates) instead of a diagonal one. ``"auto"``
+        (the default) adapts a dense one when the longest window of
+        NumPyro's warmup schedule holds more draws than the unconstrained
+        space has coordinates, and a diagonal one otherwise
+        (:func:`resolve_dense_mass`).
     max_tree_depth : int
         At most ``2**max_tree_depth - 1`` leapfrog steps per draw.
     chain_method : {"parallel", "sequential", "vectorized", None}
@@ -312,6 +344,7 @@ def run_nuts(
         Once, with the count, if any draw after warmup diverged.
     """
     check_chart(density, parameterization)
+    dense_mass = resolve_dense_mass(dense_mass, num_warmup, density.init_position)
     init_key, sample_key = jax.random.split(rng_key)
     start = time.perf_counter()
     with _CompileTimer() as timer:
@@ -369,9 +402,9 @@ def _validate(options):
         )
     if not 0.0 < target < 1.0:
         raise ValueError(f"target_accept_prob must be in (0, 1), got {target}")
-    if not isinstance(options["dense_mass"], (bool, np.bool_)):
+    if not (isinstance(options["dense_mass"], (bool, np.bool_)) or options["dense_mass"] == "auto"):
         raise TypeError(
-            f"dense_mass must be True or False, got {options['dense_mass']!r}"
+            f"dense_mass must be True, False or 'auto', got {options['dense_mass']!r}"
         )
     check_parameterization(options["parameterization"])
     check_progress_bar(options["progress_bar"])
@@ -388,7 +421,7 @@ NUTS = Backend(
         "num_warmup": 500,
         "num_samples": 500,
         "target_accept_prob": 0.9,
-        "dense_mass": True,
+        "dense_mass": "auto",
         "max_tree_depth": 10,
         "chain_method": None,
         "num_init_steps": 1000,
