@@ -24,6 +24,7 @@ LONG_FILES = (
     "test_sklearn_estimator.py",
     "test_covariance.py",
     "test_cli.py",
+    "test_numerics.py",
 )
 
 _CACHE_ENV = "DPGMM_TEST_JAX_CACHE"
