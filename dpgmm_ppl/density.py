@@ -55,7 +55,10 @@ class LogDensity(NamedTuple):
     data : Array
         The observations in the frame, ``(x - frame.center) / frame.unit``,
         float32 unless x64 is enabled. This is the second argument of
-        ``potential_fn`` and ``log_joint_fn``.
+        ``potential_fn`` and ``log_joint_fn``. Data kept on the host
+        (``keep_data_on_host=True``) stay a NumPy array in data units, with
+        no standardised copy; :meth:`rows_in_frame` maps the rows gathered
+        from it.
     num_data : int
         Number of observations (without a sharded data set's padding rows).
     model_kwargs : dict
@@ -113,6 +116,7 @@ class LogDensity(NamedTuple):
     frame: Frame
     standard_unconstrain_fn: Callable
     latent_sites: tuple = LATENT_SITES
+    data_in_data_units: bool = False
 
     @property
     def num_components(self) -> int:
@@ -122,6 +126,23 @@ class LogDensity(NamedTuple):
     def covariance(self) -> str:
         """The covariance structure of the components (see :func:`~dpgmm_ppl.dpgmm`)."""
         return self.model_kwargs["covariance"]
+
+    def rows_in_frame(self, rows):
+        """Rows gathered from :attr:`data`, in the frame.
+
+        Host data are mapped as they are gathered, in place: ``rows`` must be
+        a fresh array (fancy indexing makes one), so that a chunk of batches
+        costs no second copy. The frame's centre and unit are float32
+        numbers, so float32 arithmetic subtracts the centre exactly wherever
+        it matters (points near it) and rounds once in the division. Device
+        data are already in the frame and come back as they are.
+        """
+        if not self.data_in_data_units:
+            return rows
+        dtype = self.data.dtype
+        np.subtract(rows, self.frame.center.astype(dtype), out=rows)
+        np.divide(rows, self.frame.unit.astype(dtype), out=rows)
+        return rows
 
     def seed_position(self, rng_key, rows):
         """An unconstrained start seeded by k-means++ on ``rows`` of :attr:`data`.
@@ -265,11 +286,17 @@ def build_log_density(
     if frame is None:
         frame = Frame.from_data(host_data, covariance)
     standard_priors = frame.standardize_priors(priors)
-    data = frame.standardize_data(host_data, dtype)
+    # Host data stay as they are (no second copy of a large array); the
+    # minibatch runner standardises each batch as it gathers it.
+    init_rows = host_data[:: max(1, num_data // _INIT_ROWS)]
+    init_values = _quantile_init(
+        frame.standardize_data(init_rows, dtype), num_components, standard_priors, covariance
+    )
+    if keep_data_on_host:
+        data = host_data
+    else:
+        data = jnp.asarray(frame.standardize_data(host_data, dtype))
     del host_data
-    init_values = _quantile_init(data, num_components, standard_priors, covariance)
-    if not keep_data_on_host:
-        data = jnp.asarray(data)
     if mesh is not None:
         data, num_data = shard_data(data, mesh)
     model_kwargs = {
@@ -378,4 +405,5 @@ def build_log_density(
         frame=frame,
         standard_unconstrain_fn=standard_unconstrain,
         latent_sites=latent_sites,
+        data_in_data_units=keep_data_on_host,
     )

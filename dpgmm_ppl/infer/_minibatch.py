@@ -127,20 +127,21 @@ def run_minibatch_chains(
     bar = StepBar("SVI", 0, enabled=False) if bar is None else bar
     start = time.perf_counter()
     key_lp, key_chains = jax.random.split(rng_key)
-    lp_rows = data[_host_generator(key_lp).integers(0, num_data, size=min(num_data, LP_ROWS))]
+    gather = lambda index: density.rows_in_frame(data[index])
+    lp_rows = gather(_host_generator(key_lp).integers(0, num_data, size=min(num_data, LP_ROWS)))
     results = []
     pending = []  # (losses, steps) of chunks dispatched but not yet counted on the bar
     for chain_key in jax.random.split(key_chains, num_chains):
         key_init, key_fit, key_draws, key_host = jax.random.split(chain_key, 4)
         generator = _host_generator(key_host)
-        seed_rows = data[generator.choice(num_data, min(num_data, SEED_ROWS), replace=False)]
+        seed_rows = gather(generator.choice(num_data, min(num_data, SEED_ROWS), replace=False))
         params = guide.init(call(seed_position, key_init, seed_rows))
         frames = jnp.zeros((num_frames,) + params["loc"].shape, params["loc"].dtype)
         carry = (init_state(params), frames, key_fit)
         losses = []
         for first in range(0, num_steps, chunk):
             indices = np.arange(first, first + chunk)
-            batches = data[generator.integers(0, num_data, size=(chunk, batch_size))]
+            batches = gather(generator.integers(0, num_data, size=(chunk, batch_size)))
             carry, chunk_losses = call(run_chunk, carry, batches, indices)
             losses.append(chunk_losses[: num_steps - first])
             if bar.enabled:
