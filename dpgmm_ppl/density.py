@@ -132,10 +132,10 @@ class LogDensity(NamedTuple):
 
         Host data are mapped as they are gathered, in place: ``rows`` must be
         a fresh array (fancy indexing makes one), so that a chunk of batches
-        costs no second copy. The frame's centre and unit are float32
-        numbers, so float32 arithmetic subtracts the centre exactly wherever
-        it matters (points near it) and rounds once in the division. Device
-        data are already in the frame and come back as they are.
+        costs no second copy. The arithmetic is in the data's float type,
+        with the centre rounded to it: host data of that type already carry
+        that rounding, and the subtraction is exact for points near the
+        centre. Device data are already in the frame and come back as they are.
         """
         if not self.data_in_data_units:
             return rows
