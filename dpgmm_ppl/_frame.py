@@ -46,21 +46,20 @@ class Frame(NamedTuple):
 
     @classmethod
     def from_data(cls, data, covariance):
-        """The frame of ``data``: its mean (float64), and its standard
-        deviation over :data:`UNITS_PER_SPREAD`, rounded to float32.
+        """The frame of ``data``: its mean, and its standard deviation over
+        :data:`UNITS_PER_SPREAD`, both rounded to float32.
 
-        The centre keeps float64: rounded to float32, the centre of
-        ``x + 1e6`` would sit up to 0.03 away from ``mean(x) + 1e6``, and the
-        standardised data would differ from those of ``x`` by that shift, so
-        the two fits would not make the same moves. The unit's float32
-        rounding changes them only in the last bit.
+        The rounding keeps the frame's map exact where float32 results go
+        back to data units. It also means that the standardised data of
+        ``x + 1e6`` and of ``x`` differ by a shift of up to 0.03 (half a
+        float32 step at 1e6), which is below what float32 resolves there.
         """
         center, spread = data_center_and_spread(data)
         if covariance == "spherical" and np.ndim(spread) == 1:
             spread = np.full_like(spread, np.exp(np.mean(np.log(spread))))
         spread = spread / UNITS_PER_SPREAD
         as_float32 = lambda a: np.asarray(a, np.float32).astype(np.float64)
-        return cls(np.asarray(center, np.float64), as_float32(spread))
+        return cls(as_float32(center), as_float32(spread))
 
     @classmethod
     def identity(cls, event_shape=()):
