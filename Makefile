@@ -10,10 +10,7 @@ DOCS_STAMP := $(VENV)/.installed-docs
 PYTEST_ARGS ?=
 # pytest-xdist workers, one test file per worker at a time (--dist loadfile), so
 # that fits shared within a file are computed once. TEST_WORKERS=0 runs in this process.
-# Three on two cores: a worker spends much of its time in one-threaded work
-# (tracing, XLA's compiler, small programs), and with two the cores sat idle
-# 13% of the run (user time 24.6 min over 14.3 min of wall time).
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 2
 
 .PHONY: demo test install docs clean
 

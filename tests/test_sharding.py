@@ -125,8 +125,8 @@ def test_a_sharded_map_fit_matches_the_unsharded_one():
 @pytest.mark.slow
 def test_nuts_spreads_chains_across_devices_or_shares_sharded_data():
     out = _run_on_four_devices("""
-        options = dict(backend="nuts", num_components=2, num_chains=4, num_warmup=150,
-                       num_samples=150, num_init_steps=200, rng_key=1)
+        options = dict(backend="nuts", num_components=2, num_chains=4, num_warmup=100,
+                       num_samples=100, num_init_steps=200, rng_key=1)
         spread = dpgmm_ppl.fit(data, **options)
         shared = dpgmm_ppl.fit(data, mesh=mesh, **options)
         out["means"] = [np.sort(f.samples["loc"].mean(axis=(0, 1))).tolist() for f in (spread, shared)]
