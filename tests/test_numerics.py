@@ -150,24 +150,32 @@ def test_map_finds_the_same_clusters_in_any_units(name, transform):
 
 @pytest.mark.parametrize("backend", ("svi", "nuts"))
 @pytest.mark.parametrize("transform", TRANSFORMS)
+@pytest.mark.parametrize("name", DATASETS)
 @pytest.mark.skipif(not FULL, reason="full sweep only (DPGMM_FULL_SWEEP=1): CI time")
-def test_posteriors_give_the_same_density_in_any_units(backend, transform):
-    """SVI and NUTS on the galaxies in other units: the posterior predictive
+def test_posteriors_give_the_same_density_in_any_units(name, backend, transform):
+    """SVI and NUTS in other units: the posterior predictive
     density at the data, mapped back (the log of the scale factor added),
     equals the one in the original units within Monte-Carlo error: 0.05 nats
-    on average over the points, and at each point 5 standard errors of the
-    two estimates combined. A wrong Jacobian or unit would be off by
+    on average over the points, and, for the scalings, at each point 5
+    standard errors of the two estimates combined. A wrong Jacobian or unit would be off by
     log(1e6) = 13.8 nats at every point."""
     scale_by, shift_by = TRANSFORMS[transform]
-    data = np.asarray(_data("galaxies"), np.float64)
-    plain = _plain_fit("galaxies", backend)
+    data = np.asarray(_data(name), np.float64)
+    plain = _plain_fit(name, backend)
     moved_data = data * scale_by + shift_by
-    moved = _fit(moved_data, backend, "galaxies", num_chains=4)
+    moved = _fit(moved_data, backend, name, num_chains=4)
     assert _non_finite(moved) == []
     expected = plain.log_predictive_density(data)
-    actual = moved.log_predictive_density(moved_data) + np.log(scale_by)
-    error = np.hypot(_monte_carlo_error(plain, data), _monte_carlo_error(moved, moved_data))
+    log_unit = data.shape[-1] * np.log(scale_by) if data.ndim == 2 else np.log(scale_by)
+    actual = moved.log_predictive_density(moved_data) + log_unit
     assert abs(float(np.mean(actual)) - float(np.mean(expected))) < 0.05
+    if shift_by:
+        # At an offset of 1e6 the float32 locations are resolved to 0.0625,
+        # which moves the density at single points by more than Monte-Carlo
+        # error where a component is narrow (Old Faithful's eruptions: up to
+        # 0.4 nats); the mean above is the check there, as for MAP.
+        return
+    error = np.hypot(_monte_carlo_error(plain, data), _monte_carlo_error(moved, moved_data))
     np.testing.assert_array_less(np.abs(actual - expected), 5 * error + 0.01)
 
 
