@@ -9,7 +9,9 @@ STAMP := $(VENV)/.installed
 DOCS_STAMP := $(VENV)/.installed-docs
 PYTEST_ARGS ?=
 # pytest-xdist workers, one test file per worker at a time (--dist loadfile), so
-# that fits shared within a file are computed once. TEST_WORKERS=0 runs in this process.
+# that fits shared within a file are computed once, handed out in the order of
+# tests/conftest.py (slowest first; --no-loadscope-reorder keeps it).
+# TEST_WORKERS=0 runs in this process.
 TEST_WORKERS ?= 2
 
 .PHONY: demo test install docs clean
@@ -33,7 +35,7 @@ demo: $(STAMP)
 	$(BIN)/dpgmm-ppl demo --out demo-output
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # Static analysis of the sources only: nothing is imported or fitted, the
 # figures are the committed files of docs/figures (docs/make_figures.py).

@@ -20,7 +20,7 @@ chains, warmup and draws.
     num_warmup=W, num_samples=S, rng_key=0)`` with the package's defaults
     (non-centred sticks, dense mass matrix, target acceptance 0.9, starts
     descended from k-means++ seedings; chain method: the package's default,
-    which is the only chain for C = 1 and ``"vectorized"`` for C > 1 on one
+    which is the only chain for C = 1 and ``"sequential"`` for C > 1 on one
     CPU device); ``lp`` from ``Fit.sample_stats``.
 
 ``pymc`` (only where PyMC is installed: ``pip install 'dpgmm-ppl[pymc]'``)
@@ -110,11 +110,16 @@ def run_ours(data, args):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         start = time.perf_counter()
-        depth = {} if args.max_tree_depth is None else {"max_tree_depth": args.max_tree_depth}
+        options = {
+            name: getattr(args, name)
+            for name in ("max_tree_depth", "max_warmup_tree_depth", "target_accept_prob",
+                         "dense_mass", "init_inverse_mass")
+            if getattr(args, name) is not None
+        }
         result = dpgmm_ppl.fit(
             data, backend="nuts", num_components=args.num_components,
             num_chains=args.num_chains, num_warmup=args.num_warmup,
-            num_samples=args.num_samples, rng_key=0, **depth,
+            num_samples=args.num_samples, rng_key=0, **options,
         )
         wall = time.perf_counter() - start
     stats = result.sample_stats
@@ -202,8 +207,18 @@ def main(argv=None):
     parser.add_argument("--num-chains", type=int, default=1, help="C (default 1)")
     parser.add_argument("--max-tree-depth", type=int, default=None,
                         help="ours only (default: the package's NUTS default)")
+    parser.add_argument("--max-warmup-tree-depth", type=int, default=None,
+                        help="ours only: the depth bound during warmup (default: max-tree-depth)")
+    parser.add_argument("--target-accept-prob", type=float, default=None,
+                        help="ours only (default: the package's, 0.9)")
+    parser.add_argument("--dense-mass", choices=("auto", "true", "false"), default=None,
+                        help="ours only (default: the package's, auto)")
+    parser.add_argument("--init-inverse-mass", choices=("hessian", "identity"), default=None,
+                        help="ours only (default: the package's, identity)")
     parser.add_argument("--no-pymc", action="store_true", help="skip PyMC even if installed")
     args = parser.parse_args(argv)
+    if args.dense_mass is not None:
+        args.dense_mass = {"auto": "auto", "true": True, "false": False}[args.dense_mass]
     quick_defaults = {"num_components": 4, "num_warmup": 100, "num_samples": 100}
     full_defaults = {"num_components": 25, "num_warmup": 500, "num_samples": 500}
     for name, value in (quick_defaults if args.quick else full_defaults).items():

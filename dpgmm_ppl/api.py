@@ -101,7 +101,9 @@ def fit(
         streams minibatches of that many points from the host, the
         likelihood scaled up to the whole data set).
         NUTS: ``num_warmup``, ``num_samples``, ``target_accept_prob``,
-        ``dense_mass``, ``max_tree_depth``, ``chain_method``, ``num_init_steps``
+        ``dense_mass``, ``max_tree_depth``, ``max_warmup_tree_depth``,
+        ``init_inverse_mass`` (``"identity"``, the default, or
+        ``"hessian"``), ``chain_method``, ``num_init_steps``
         (Adam steps that descend each chain's k-means++ starts; 0 for none),
         ``parameterization`` (``"noncentered"``, the default, or
         ``"centered"``).

@@ -15,16 +15,26 @@ X64 = os.environ.get("DPGMM_X64", "0") == "1"
 jax.config.update("jax_enable_x64", X64)
 
 
-#: Files whose checks take minutes: scheduled first, so that with pytest-xdist
-#: (``--dist loadfile``) the other worker runs the many short files meanwhile.
+#: The slowest files, slowest first (seconds on two shared CPU cores, measured
+#: 2026-11-30). With pytest-xdist, ``--dist loadfile --no-loadscope-reorder``
+#: (the Makefile) hands whole files to the workers in this order, longest
+#: first, so that the short files fill the gaps at the end. xdist's own order
+#: (most tests first) left the 2-minute SBC check for last, one worker idle.
 LONG_FILES = (
-    "test_seed_data.py",
-    "test_notebooks.py",
-    "test_sbc.py",
-    "test_sklearn_estimator.py",
-    "test_covariance.py",
-    "test_cli.py",
-    "test_numerics.py",
+    "test_seed_data.py",  # 199
+    "test_notebooks.py",  # 166
+    "test_sklearn_estimator.py",  # 154
+    "test_sbc.py",  # 118
+    "test_numerics.py",  # 75
+    "test_covariance.py",  # 66
+    "test_sharding.py",  # 60
+    "test_docstrings.py",  # 45
+    "test_svi.py",  # 40
+    "test_minibatch.py",  # 39
+    "test_cli.py",  # 38
+    "test_arviz_cli.py",  # 38
+    "test_distributions.py",  # 35
+    "test_api.py",  # 30
 )
 
 _CACHE_ENV = "DPGMM_TEST_JAX_CACHE"
@@ -53,7 +63,8 @@ def pytest_unconfigure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    items.sort(key=lambda item: item.path.name not in LONG_FILES)
+    rank = {name: position for position, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))
 
 
 def pytest_report_header(config):

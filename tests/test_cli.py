@@ -443,7 +443,7 @@ def test_nuts_hands_progress_bar_to_numpyro(monkeypatch):
     monkeypatch.setattr(nuts, "_init_positions", lambda *args: {})
     monkeypatch.setattr(nuts, "MCMC", record)
     density = types.SimpleNamespace(parameterization="noncentered", data=None, init_position={})
-    options = {**nuts.NUTS.defaults, "num_init_steps": 0}
+    options = {**nuts.NUTS.defaults, "num_init_steps": 0, "init_inverse_mass": "identity"}
     for value in (True, False):
         with pytest.raises(Stop):
             nuts.run_nuts(jax.random.PRNGKey(0), density, num_chains=1,

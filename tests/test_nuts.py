@@ -183,6 +183,9 @@ BAD_OPTIONS = [
     ({"max_tree_depth": 0}, ValueError, "max_tree_depth"),
     ({"max_tree_depth": (5, 10)}, TypeError, "max_tree_depth"),
     ({"dense_mass": "yes"}, TypeError, "dense_mass"),
+    ({"max_warmup_tree_depth": 0}, ValueError, "max_warmup_tree_depth"),
+    ({"max_warmup_tree_depth": 8.0}, TypeError, "max_warmup_tree_depth"),
+    ({"init_inverse_mass": "laplace"}, ValueError, "init_inverse_mass must be one of"),
     ({"chain_method": "pmap"}, ValueError, "chain_method"),
     ({"num_init_steps": -5}, ValueError, "num_init_steps"),
     ({"parameterization": "whitened"}, ValueError, "parameterization must be"),
@@ -203,7 +206,8 @@ def test_bad_options_are_refused_before_tracing(monkeypatch, kwargs, error, frag
 def test_default_chain_method_uses_devices_when_there_are_enough():
     devices = jax.local_device_count()
     assert _resolve_chain_method(None, devices) == "parallel"
-    assert _resolve_chain_method(None, devices + 1) == "vectorized"
+    one_after_another = "sequential" if jax.default_backend() == "cpu" else "vectorized"
+    assert _resolve_chain_method(None, devices + 1) == one_after_another
     assert _resolve_chain_method("sequential", 1) == "sequential"
     assert set(NUTS.defaults) >= {"num_warmup", "num_samples", "target_accept_prob",
                                   "dense_mass", "max_tree_depth", "chain_method"}
@@ -220,3 +224,47 @@ def test_auto_dense_mass_needs_more_warmup_draws_than_coordinates():
     # An explicit choice is kept.
     assert resolve_dense_mass(True, 10, {"a": np.zeros(500)}) is True
     assert resolve_dense_mass(False, 500, {"a": np.zeros(3)}) is False
+
+
+def test_starting_inverse_mass_is_one_over_the_hessian_diagonal(two_clusters_fit):
+    """Against jax.hessian of the flattened potential, an independent evaluation."""
+    from jax.flatten_util import ravel_pytree
+
+    from dpgmm_ppl.infer.nuts import _hessian_inverse_mass
+
+    fit, density = two_clusters_fit
+    starts = _unconstrained(fit, density)
+    starts = jax.tree_util.tree_map(lambda leaf: leaf[:, 0], starts)  # one per chain
+    expected = []
+    for chain in range(fit.num_chains):
+        flat, unravel = ravel_pytree(jax.tree_util.tree_map(lambda leaf: leaf[chain], starts))
+        hessian = jax.hessian(lambda point: density.potential_fn(unravel(point), density.data))
+        expected.append(np.diag(np.asarray(hessian(flat), dtype=np.float64)))
+    expected = 1.0 / np.maximum(np.median(expected, axis=0), 1.0)
+    assert expected.min() < 0.1 and expected.max() == 1.0  # the floor and the curvature both act
+    diagonal = np.asarray(_hessian_inverse_mass(density, starts, dense_mass=False))
+    np.testing.assert_allclose(diagonal, expected, rtol=1e-3)
+    dense = np.asarray(_hessian_inverse_mass(density, starts, dense_mass=True))
+    np.testing.assert_allclose(dense, np.diag(diagonal), rtol=1e-6)
+
+
+def test_warmup_options_reach_numpyro_s_kernel(monkeypatch):
+    import dpgmm_ppl.infer.nuts as nuts_module
+
+    made = []
+
+    class RecordingNUTS(nuts_module.NUTSKernel):
+        def __init__(self, *args, **kwargs):
+            made.append(kwargs)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(nuts_module, "NUTSKernel", RecordingNUTS)
+    data = np.random.default_rng(3).normal(size=60).astype(np.float32)
+    common = dict(backend="nuts", num_components=2, num_warmup=20, num_samples=5,
+                  num_init_steps=0, dense_mass=False, rng_key=0)
+    dpgmm_ppl.fit(data, max_warmup_tree_depth=3, max_tree_depth=5,
+                  init_inverse_mass="hessian", **common)
+    dpgmm_ppl.fit(data, **common)
+    assert made[0]["max_tree_depth"] == (3, 5)
+    assert made[0]["inverse_mass_matrix"].shape == (2 + 2 + 1 + 1,)  # loc, scale, alpha, stick
+    assert made[1]["max_tree_depth"] == 10 and made[1]["inverse_mass_matrix"] is None
