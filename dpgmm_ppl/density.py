@@ -207,6 +207,29 @@ def with_covariance_sites(values, covariance):
     return values
 
 
+def _site_kinds(model, data, model_kwargs):
+    """``{site name: "latent" | "deterministic" | "observed"}`` of one trace of ``model``, in order.
+
+    The model runs under :func:`jax.eval_shape`: its draws (Gamma and Beta
+    samplers among them) are traced, never compiled or run.
+    """
+    kinds = {}
+
+    def trace_model():
+        trace = handlers.trace(handlers.seed(model, rng_seed=0)).get_trace(
+            data=data, **model_kwargs
+        )
+        for name, site in trace.items():
+            if site["type"] == "deterministic":
+                kinds[name] = "deterministic"
+            elif site["type"] == "sample":
+                kinds[name] = "observed" if site["is_observed"] else "latent"
+        return jnp.zeros(())
+
+    jax.eval_shape(trace_model)
+    return kinds
+
+
 def build_log_density(
     data,
     *,
@@ -313,22 +336,11 @@ def build_log_density(
         model = dpgmm
     # The transforms do not depend on the data: one dummy row keeps those traces cheap.
     dummy = jnp.zeros((1,) + data.shape[1:], data.dtype)
-    model_trace = handlers.trace(handlers.seed(model, rng_seed=0)).get_trace(
-        data=dummy, **model_kwargs
-    )
     sampled_sites = [
-        name
-        for name, site in model_trace.items()
-        if site["type"] == "sample" and not site["is_observed"]
+        name for name, kind in _site_kinds(model, dummy, model_kwargs).items() if kind == "latent"
     ]
-    plain_trace = handlers.trace(handlers.seed(dpgmm, rng_seed=0)).get_trace(
-        data=dummy, **model_kwargs
-    )
     latent_sites = tuple(
-        name
-        for name, site in plain_trace.items()
-        if (site["type"] == "sample" and not site["is_observed"])
-        or site["type"] == "deterministic"
+        name for name, kind in _site_kinds(dpgmm, dummy, model_kwargs).items() if kind != "observed"
     )
     counts = {
         "potential_fn": 0, "minibatch_potential_fn": 0, "log_joint_fn": 0, "constrain_fn": 0

@@ -1,11 +1,23 @@
 """Test configuration: CPU only, float32 unless DPGMM_X64=1, fixed seeds."""
 
+import contextlib
 import os
 import shutil
 import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("MPLBACKEND", "Agg")
+#: Most checks fit small data for a few hundred steps, and XLA's optimisation
+#: passes cost more than they save there: three quarters of those checks' time
+#: was XLA compilation, and with these passes off the suite (heavy files
+#: aside) took 601 s of worker time instead of 875 s (measured 2026-11-30,
+#: one core per file set). The checks that run long computations opt back in
+#: with ``@pytest.mark.xla_optimized`` (a module's ``pytestmark`` or one test),
+#: where unoptimised code ran 2-3x slower. In the environment, so that the
+#: subprocesses (CLI runs, notebook kernels, the four-device sharding checks)
+#: inherit it; ``JAX_DISABLE_MOST_OPTIMIZATIONS=0`` runs everything optimised.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+FAST_COMPILE = os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] == "1"
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -21,20 +33,21 @@ jax.config.update("jax_enable_x64", X64)
 #: first, so that the short files fill the gaps at the end. xdist's own order
 #: (most tests first) left the 2-minute SBC check for last, one worker idle.
 LONG_FILES = (
-    "test_seed_data.py",  # 199
-    "test_notebooks.py",  # 166
-    "test_sklearn_estimator.py",  # 154
-    "test_sbc.py",  # 118
-    "test_numerics.py",  # 75
-    "test_covariance.py",  # 66
-    "test_sharding.py",  # 60
-    "test_docstrings.py",  # 45
-    "test_svi.py",  # 40
-    "test_minibatch.py",  # 39
-    "test_cli.py",  # 38
-    "test_arviz_cli.py",  # 38
-    "test_distributions.py",  # 35
-    "test_api.py",  # 30
+    "test_seed_data.py",  # 195
+    "test_notebooks.py",  # 155
+    "test_sbc.py",  # 143
+    "test_sklearn_estimator.py",  # 106
+    "test_numerics.py",  # 79
+    "test_sharding.py",  # 45
+    "test_covariance.py",  # 45
+    "test_nuts.py",  # 32
+    "test_distributions.py",  # 32
+    "test_svi.py",  # 31
+    "test_cli.py",  # 29
+    "test_arviz_cli.py",  # 29
+    "test_docstrings.py",  # 29
+    "test_minibatch.py",  # 24
+    "test_api.py",  # 23
 )
 
 _CACHE_ENV = "DPGMM_TEST_JAX_CACHE"
@@ -69,6 +82,32 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_report_header(config):
     return f"dpgmm_ppl tests: JAX {jax.__version__} on {jax.default_backend()}, x64={X64}"
+
+
+@contextlib.contextmanager
+def _xla_optimization(node):
+    """XLA's optimisation passes on for ``node`` if it is marked ``xla_optimized``."""
+    optimized = node.get_closest_marker("xla_optimized") is not None
+    before = jax.config.values["jax_disable_most_optimizations"]
+    jax.config.update("jax_disable_most_optimizations", FAST_COMPILE and not optimized)
+    try:
+        yield optimized
+    finally:  # the module's setting again, for its fixtures that later tests set up
+        jax.config.update("jax_disable_most_optimizations", before)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _module_xla_optimization(request):
+    """For a module's own fixtures, set up before any test's (a marked module's long fits)."""
+    with _xla_optimization(request.node) as optimized:
+        yield optimized
+
+
+@pytest.fixture(autouse=True)
+def xla_optimized(request, _module_xla_optimization):
+    """Whether this test compiles with XLA's optimisation passes (see ``FAST_COMPILE``)."""
+    with _xla_optimization(request.node) as optimized:
+        yield optimized
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ import pathlib
 
 import pytest
 
-pytestmark = pytest.mark.slow
+# Long fits: compiled with XLA's optimisation passes (tests/conftest.py).
+pytestmark = [pytest.mark.slow, pytest.mark.xla_optimized]
 
 SBC_SCRIPT = pathlib.Path(__file__).parents[1] / "benchmarks" / "sbc.py"
 

@@ -18,7 +18,8 @@ from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 
 from dpgmm_ppl import labels
 
-pytestmark = pytest.mark.slow
+# Long fits: compiled with XLA's optimisation passes (tests/conftest.py).
+pytestmark = [pytest.mark.slow, pytest.mark.xla_optimized]
 
 
 @pytest.fixture(scope="module")

@@ -142,6 +142,7 @@ def test_single_component_with_known_scale_recovers_the_exact_posterior():
 
 
 @pytest.mark.slow
+@pytest.mark.xla_optimized
 def test_seed_data_heldout_density_is_close_to_the_true_mixture():
     """Default options on the seed data with 25 components (about 40 s on 2 cores)."""
     truth = seed_mixture()
