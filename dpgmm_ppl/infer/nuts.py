@@ -39,14 +39,18 @@ weight is not, a funnel no chart of the sticks removes. On the seed data
 (19,000 points) four components sample 4 x 1000 iterations in about two
 minutes on two shared CPU cores. With 25 (the default truncation) short
 warmups leave every draw at the maximum depth of 10 (1023 leapfrog steps;
-150 warmup and 100 draws took 527 s); after 500 warmup iterations the
-trajectories settle at about 180 leapfrog steps a draw, and one chain of
-500 + 500 took 542 s with an ESS of 260 for ``alpha`` and 117 for ``lp``
-(``benchmarks/nuts_ess.py``: 2.5 and 0.9 times the ESS per second of a
-hand-written NumPyro model under stock NUTS, whose ``alpha`` mixes 5 times
-worse per draw but whose trajectories are 3 times shorter). The posterior
-there keeps about 1% of the weight on a fifth component and 0.2% on a
-sixth, whose locations and scales the data barely fix.
+150 warmup and 100 draws took 527 s). With 500 warmup iterations (the
+warmup's trees bounded at depth 8, ``max_warmup_tree_depth=8``), a
+diagonal mass matrix and target acceptance 0.8, one chain of 500 + 500 took
+217 s, at about 500 leapfrog steps a draw, with an ESS of 314 for ``alpha``
+and 115 for ``lp`` (``benchmarks/nuts_ess.py``: 5.9 and 1.8 times the ESS
+per second of a hand-written NumPyro model under stock NUTS, whose
+trajectories are 8 times shorter but whose ``alpha`` mixes 6 times worse
+per draw). The trajectory length varies with the key (250 to 900 steps a
+draw), and shorter trees do not help ``lp``: at depth 6 its ESS fell to
+8-38. The posterior there keeps about 1% of the weight on a fifth
+component and 0.2% on a sixth, whose locations and scales the data barely
+fix.
 """
 
 from __future__ import annotations
@@ -82,7 +86,7 @@ _EXTRA_FIELDS = {
 _CHAIN_METHODS = ("parallel", "sequential", "vectorized")
 
 #: Starting inverse mass matrices of the warmup (``init_inverse_mass``).
-_INIT_INVERSE_MASSES = ("hessian", "identity")
+_INIT_INVERSE_MASSES = ("identity", "hessian")
 
 #: k-means++ seedings descended per chain when ``num_init_steps > 0``.
 _CANDIDATES_PER_CHAIN = 4
