@@ -106,7 +106,10 @@ def fit(
         ``"hessian"``), ``chain_method``, ``num_init_steps``
         (Adam steps that descend each chain's k-means++ starts; 0 for none),
         ``parameterization`` (``"noncentered"``, the default, or
-        ``"centered"``).
+        ``"centered"``), ``centered_sticks`` (``"auto"``, the default: the
+        sticks of the components the data occupy keep NumPyro's centred
+        chart, chosen after the first fifth of the warmup; or how many of
+        the first sticks to centre, 0 for none).
         ``parameterization`` picks the chart of the unconstrained space in
         which SVI's Gaussian family lives and NUTS moves
         (:mod:`dpgmm_ppl.reparam`); the model and its log joint density are
@@ -169,7 +172,8 @@ def fit(
         keep_data_on_host=batch_size is not None,
     )
     output = algorithm.run(key, density, num_chains=num_chains, **options)
-    constrain_all = jax.jit(jax.vmap(jax.vmap(density.constrain_fn)))
+    chart = density if output.density is None else output.density
+    constrain_all = jax.jit(jax.vmap(jax.vmap(chart.constrain_fn)))
     samples = jax.tree_util.tree_map(np.asarray, constrain_all(output.positions))
     return Fit(
         backend=backend,

@@ -25,10 +25,11 @@ from dpgmm_ppl._frame import Frame
 from dpgmm_ppl.initialization import kmeanspp_init
 from dpgmm_ppl.model import COVARIANCE_TYPES, dpgmm
 from dpgmm_ppl.priors import Priors
-from dpgmm_ppl.reparam import NonCenteredStickBreaking, exponentials_from_weights
+from dpgmm_ppl.distributions import _safe_log
+from dpgmm_ppl.reparam import NonCenteredStickBreaking, coordinates_from_log_weights
 from dpgmm_ppl.sharding import shard_data
 
-__all__ = ["LogDensity", "build_log_density", "LATENT_SITES", "PARAMETERIZATIONS"]
+__all__ = ["LogDensity", "build_log_density", "rechart", "LATENT_SITES", "PARAMETERIZATIONS"]
 
 #: The latent sites of :func:`~dpgmm_ppl.dpgmm` with ``covariance="diag"``, in
 #: a fixed order; ``"full"`` adds ``corr_cholesky`` and ``scale_tril``
@@ -99,6 +100,12 @@ class LogDensity(NamedTuple):
         Centre and unit of the standardised frame (float64 arrays).
     latent_sites : tuple of str
         The model's latent sites, deterministic ones included.
+    standard_constrain_fn, standard_unconstrain_fn : Callable
+        ``constrain_fn`` and ``unconstrain_fn`` in the frame instead of data
+        units.
+    num_centered_sticks : int
+        With ``parameterization="noncentered"``: how many of the first
+        sticks are in the centred chart all the same (:func:`rechart`).
     """
 
     data: Any
@@ -115,8 +122,10 @@ class LogDensity(NamedTuple):
     priors: Priors
     frame: Frame
     standard_unconstrain_fn: Callable
+    standard_constrain_fn: Callable
     latent_sites: tuple = LATENT_SITES
     data_in_data_units: bool = False
+    num_centered_sticks: int = 0
 
     @property
     def num_components(self) -> int:
@@ -241,6 +250,7 @@ def build_log_density(
     keep_data_on_host=False,
     frame=None,
     rng_key=None,
+    num_centered_sticks=0,
 ) -> LogDensity:
     """Trace the DP-GMM once on ``data`` and return its shared log-density.
 
@@ -281,6 +291,10 @@ def build_log_density(
         for one density that serves many data sets of the same scale.
     rng_key : PRNGKey, optional
         Unused; kept so that callers can pass one key to every builder.
+    num_centered_sticks : int
+        With ``parameterization="noncentered"``: the first sticks that stay
+        in the centred chart, site ``weights_logits``
+        (:class:`~dpgmm_ppl.reparam.NonCenteredStickBreaking`, :func:`rechart`).
 
     Returns
     -------
@@ -325,13 +339,79 @@ def build_log_density(
     model_kwargs = {
         "num_components": num_components, "priors": standard_priors, "covariance": covariance
     }
+    return _in_chart(
+        data, num_data, model_kwargs, priors, frame, init_values,
+        parameterization=parameterization,
+        num_centered_sticks=num_centered_sticks,
+        keep_data_on_host=keep_data_on_host,
+    )
+
+
+def rechart(density, num_centered_sticks):
+    """The same model and data as ``density``, in another non-centred chart of the sticks.
+
+    The first ``num_centered_sticks`` sticks keep NumPyro's own coordinates
+    (``logit v_k``, site ``weights_logits``) and the rest are non-centred
+    (``log e_k``, site ``weights_exponentials``); see
+    :class:`~dpgmm_ppl.reparam.NonCenteredStickBreaking`. The data, frame and
+    priors are ``density``'s, not copied; only the functions of the position
+    are traced again. The log joint density of the model's sites is unchanged.
+
+    Parameters
+    ----------
+    density : LogDensity
+        Built with ``parameterization="noncentered"``.
+    num_centered_sticks : int
+        Sticks, from the first, in the centred chart.
+
+    Returns
+    -------
+    LogDensity
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> x = jnp.array([-1.0, 0.0, 2.5])
+    >>> density = build_log_density(x, num_components=3, parameterization="noncentered")
+    >>> partial = rechart(density, 1)
+    >>> sorted(partial.init_position)
+    ['alpha', 'loc', 'scale', 'weights_exponentials', 'weights_logits']
+    >>> point = partial.constrain_fn(partial.init_position)
+    >>> same = density.unconstrain_fn(point)
+    >>> bool(jnp.allclose(partial.log_joint_fn(partial.init_position, partial.data),
+    ...                   density.log_joint_fn(same, density.data)))
+    True
+    """
+    if density.parameterization != "noncentered":
+        raise ValueError(
+            "rechart needs a density built with parameterization='noncentered', got "
+            f"{density.parameterization!r}"
+        )
+    init_values = density.standard_constrain_fn(density.init_position)
+    return _in_chart(
+        density.data, density.num_data, density.model_kwargs, density.priors, density.frame,
+        init_values,
+        parameterization="noncentered",
+        num_centered_sticks=num_centered_sticks,
+        keep_data_on_host=density.data_in_data_units,
+    )
+
+
+def _in_chart(
+    data, num_data, model_kwargs, priors, frame, init_values, *,
+    parameterization, num_centered_sticks, keep_data_on_host,
+):
+    """The jitted functions of the position, in one chart, on standardised ``data``."""
+    num_components = model_kwargs["num_components"]
+    covariance = model_kwargs["covariance"]
     # Data and parameters in data units against the frame: constant log-Jacobians.
     data_log_jacobian = num_data * frame.log_unit
     log_joint_offset = frame.log_joint_offset(
         num_data, num_components, covariance, priors.fixed_scale is not None
     )
     if parameterization == "noncentered":
-        model = handlers.reparam(dpgmm, config={"weights": NonCenteredStickBreaking()})
+        reparam = NonCenteredStickBreaking(num_centered=num_centered_sticks)
+        model = handlers.reparam(dpgmm, config={"weights": reparam})
     else:
         model = dpgmm
     # The transforms do not depend on the data: one dummy row keeps those traces cheap.
@@ -389,9 +469,14 @@ def build_log_density(
     def standard_unconstrain(values):
         # Starts seeded for diagonal covariances (k-means++) fit every structure.
         values = with_covariance_sites(dict(values), covariance)
-        if parameterization == "noncentered" and "weights_exponentials" in sampled_sites:
-            values["weights_exponentials"] = exponentials_from_weights(
-                values["weights"], values["alpha"]
+        if parameterization == "noncentered" and num_components > 1:
+            # ``log_weights``, when given, keep the weights that underflow float32.
+            log_weights = values.pop("log_weights", None)
+            if log_weights is None:
+                log_weights = _safe_log(values["weights"])
+            centered = min(num_centered_sticks, num_components - 1)
+            values["weights_logits"], values["weights_exponentials"] = (
+                coordinates_from_log_weights(log_weights, values["alpha"], centered)
             )
         sampled = {name: values[name] for name in sampled_sites}
         return unconstrain_fn(model, (), {"data": dummy, **model_kwargs}, sampled)
@@ -416,6 +501,10 @@ def build_log_density(
         priors=priors,
         frame=frame,
         standard_unconstrain_fn=standard_unconstrain,
+        standard_constrain_fn=standard_constrain,
         latent_sites=latent_sites,
         data_in_data_units=keep_data_on_host,
+        num_centered_sticks=min(num_centered_sticks, num_components - 1)
+        if parameterization == "noncentered"
+        else 0,
     )

@@ -19,10 +19,13 @@ Several processes (multi-host)
 Start every process with :func:`jax.distributed.initialize` (coordinator
 address, number of processes, process id; on managed clusters it finds them
 itself), then build the mesh over all devices of all processes,
-``data_mesh(jax.devices())``, and pass each process's rows with
-:func:`jax.make_array_from_process_local_data` instead of :func:`shard_data`,
-so that no process ever holds the whole data set. The fit itself is the same
-program in every process.
+``data_mesh(jax.devices())``, and run the same program in every process.
+Where this stands: :func:`dpgmm_ppl.fit` takes the whole data set in every
+process (it converts ``data`` to a NumPy array before placing it on the
+mesh). Tried with two processes of two CPU devices each on one machine, SVI
+ran; MAP and NUTS stopped with JAX's error about arrays that span devices
+other processes own (docs/scaling.md). A fit that takes each process's own
+rows, built with :func:`jax.make_array_from_process_local_data`, is not done.
 
 Examples
 --------

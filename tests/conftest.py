@@ -33,21 +33,21 @@ jax.config.update("jax_enable_x64", X64)
 #: first, so that the short files fill the gaps at the end. xdist's own order
 #: (most tests first) left the 2-minute SBC check for last, one worker idle.
 LONG_FILES = (
-    "test_seed_data.py",  # 195
-    "test_notebooks.py",  # 155
-    "test_sbc.py",  # 143
-    "test_sklearn_estimator.py",  # 106
-    "test_numerics.py",  # 79
-    "test_sharding.py",  # 45
-    "test_covariance.py",  # 45
-    "test_nuts.py",  # 32
-    "test_distributions.py",  # 32
-    "test_svi.py",  # 31
-    "test_cli.py",  # 29
-    "test_arviz_cli.py",  # 29
-    "test_docstrings.py",  # 29
-    "test_minibatch.py",  # 24
-    "test_api.py",  # 23
+    "test_seed_data.py",  # 213
+    "test_notebooks.py",  # 176
+    "test_sbc.py",  # 140
+    "test_sklearn_estimator.py",  # 119
+    "test_numerics.py",  # 70
+    "test_sharding.py",  # 51
+    "test_covariance.py",  # 50
+    "test_nuts.py",  # 43
+    "test_arviz_cli.py",  # 38
+    "test_docstrings.py",  # 36
+    "test_cli.py",  # 36
+    "test_distributions.py",  # 35
+    "test_svi.py",  # 33
+    "test_minibatch.py",  # 26
+    "test_api.py",  # 25
 )
 
 _CACHE_ENV = "DPGMM_TEST_JAX_CACHE"

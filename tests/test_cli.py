@@ -442,7 +442,8 @@ def test_nuts_hands_progress_bar_to_numpyro(monkeypatch):
     # No starting points and no log-density either: nothing is compiled.
     monkeypatch.setattr(nuts, "_init_positions", lambda *args: {})
     monkeypatch.setattr(nuts, "MCMC", record)
-    density = types.SimpleNamespace(parameterization="noncentered", data=None, init_position={})
+    density = types.SimpleNamespace(parameterization="noncentered", data=None, init_position={},
+                                    num_components=1, num_centered_sticks=0)
     options = {**nuts.NUTS.defaults, "num_init_steps": 0, "init_inverse_mass": "identity"}
     for value in (True, False):
         with pytest.raises(Stop):

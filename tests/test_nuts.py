@@ -11,7 +11,8 @@ from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 
 import dpgmm_ppl
 from dpgmm_ppl import density as density_module
-from dpgmm_ppl.infer.nuts import NUTS, _resolve_chain_method
+from dpgmm_ppl.infer import nuts as nuts_module
+from dpgmm_ppl.infer.nuts import NUTS, _resolve_chain_method, centered_stick_count
 
 STAT_NAMES = {"lp", "diverging", "acceptance_rate", "n_steps", "tree_depth", "step_size", "energy"}
 
@@ -56,10 +57,23 @@ def two_clusters_fit():
         # A rare divergence among the two spare components is not what this checks.
         warnings.simplefilter("ignore", RuntimeWarning)
         recorder = _Recorder(monkeypatch)
+        charts = []
+        original_rechart = nuts_module.rechart
+
+        def recording_rechart(density, num_centered_sticks):
+            charts.append(num_centered_sticks)
+            return original_rechart(density, num_centered_sticks)
+
+        monkeypatch.setattr(nuts_module, "rechart", recording_rechart)
         fit = dpgmm_ppl.fit(
             data, backend="nuts", num_components=4, num_chains=3, rng_key=2, num_samples=300,
         )
     (density,) = recorder.built
+    # centered_sticks="auto": after the scouting warmup the first stick (0.6
+    # against 0.4 of 200 points) is centred, and the second when a spare
+    # component of some chain holds 20 points or more (a split cluster);
+    # the last, between two spare components, is not.
+    assert len(charts) == 1 and charts[0] in (1, 2)
     return fit, density
 
 
@@ -190,6 +204,11 @@ BAD_OPTIONS = [
     ({"num_init_steps": -5}, ValueError, "num_init_steps"),
     ({"parameterization": "whitened"}, ValueError, "parameterization must be"),
     ({"parameterization": None}, ValueError, "parameterization must be"),
+    ({"centered_sticks": -1}, ValueError, "centered_sticks must be an integer >= 0"),
+    ({"centered_sticks": 2.0}, TypeError, "centered_sticks must be an integer >= 0"),
+    ({"centered_sticks": "all"}, ValueError, "centered_sticks must be 'auto' or"),
+    ({"centered_sticks": 2, "parameterization": "centered"}, ValueError,
+     "every stick is centred already"),
     ({"num_steps": 100}, TypeError, "does not take the option"),
 ]
 
@@ -263,7 +282,7 @@ def test_warmup_options_reach_numpyro_s_kernel(monkeypatch):
     monkeypatch.setattr(nuts_module, "NUTSKernel", record)
     data = np.random.default_rng(3).normal(size=60).astype(np.float32)
     common = dict(backend="nuts", num_components=2, num_warmup=20, num_samples=5,
-                  num_init_steps=0, dense_mass=False, rng_key=0)
+                  num_init_steps=0, dense_mass=False, rng_key=0, centered_sticks=0)
     with pytest.raises(Stop):
         dpgmm_ppl.fit(data, max_warmup_tree_depth=3, max_tree_depth=5,
                       init_inverse_mass="hessian", **common)
@@ -272,3 +291,16 @@ def test_warmup_options_reach_numpyro_s_kernel(monkeypatch):
     assert made[0]["max_tree_depth"] == (3, 5)
     assert made[0]["inverse_mass_matrix"].shape == (2 + 2 + 1 + 1,)  # loc, scale, alpha, stick
     assert made[1]["max_tree_depth"] == 10 and made[1]["inverse_mass_matrix"] is None
+
+
+def test_centred_sticks_are_those_with_enough_points_after_them():
+    weights = np.array([
+        [0.5, 0.3, 0.15, 0.04, 0.01, 0.0],  # after each stick: 0.5, 0.2, 0.05, 0.01, 0.0
+        [0.7, 0.29, 0.009, 0.001, 0.0, 0.0],  # 0.3, 0.01, 0.001, 0.0, 0.0
+    ])
+    # At least 20 points after the stick, by default.
+    assert centered_stick_count(weights[:1], 1000) == 3  # 50 points after the third
+    assert centered_stick_count(weights[1:], 1000) == 1  # 300, then 10
+    assert centered_stick_count(weights, 1000) == 3  # the largest over the chains
+    assert centered_stick_count(weights, 1000, min_points=9.5) == 4  # 10 after the fourth
+    assert centered_stick_count(weights, 30) == 0  # 15 points after the first stick

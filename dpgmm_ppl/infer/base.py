@@ -33,6 +33,11 @@ class BackendOutput(NamedTuple):
         The step (1-based) at which each history frame was recorded.
     timing : dict
         ``compile_seconds`` and ``run_seconds``.
+    density : LogDensity or None
+        The density whose chart ``positions`` are in, when the backend moved
+        to another chart of the same model and data than the one it was
+        given (NUTS centring the sticks the data pin down); ``None``: the
+        one it was given.
     """
 
     positions: dict
@@ -41,6 +46,7 @@ class BackendOutput(NamedTuple):
     history: Optional[dict]
     history_steps: Optional[Any]
     timing: dict
+    density: Optional[Any] = None
 
 
 class Backend(NamedTuple):

@@ -24,33 +24,60 @@ putting every chain in the same order makes R-hat measure mixing within one
 labelling rather than report the arbitrary order of the starts.
 ``num_init_steps=0`` starts each chain from one k-means++ seeding as it is.
 
-The chart. By default (``parameterization="noncentered"``) NUTS moves in
-the coordinates of :class:`~dpgmm_ppl.reparam.NonCenteredStickBreaking`,
-where the prior of the stick coordinates does not depend on ``alpha``.
-Simulation-based calibration (``benchmarks/sbc.py``: 200 replications of
-50 points, 5 components) found the ranks of ``alpha`` non-uniform in
-NumPyro's own chart (chi-square p = 0.007; the misses were the replications
-with a small true ``alpha``, whose spare sticks sit in a funnel) and uniform
-in the non-centred one (p = 0.38).
+The chart. By default (``parameterization="noncentered"``,
+``centered_sticks="auto"``) NUTS moves each stick in the chart that suits
+it (:class:`~dpgmm_ppl.reparam.NonCenteredStickBreaking`).
 
-Spare components are still hard for NUTS: one whose weight is small has a
-location and scale free under their priors, pinned down by the data once its
-weight is not, a funnel no chart of the sticks removes. On the seed data
-(19,000 points) four components sample 4 x 1000 iterations in about two
-minutes on two shared CPU cores. With 25 (the default truncation) short
-warmups leave every draw at the maximum depth of 10 (1023 leapfrog steps;
-150 warmup and 100 draws took 527 s). With 500 warmup iterations (the
-warmup's trees bounded at depth 8, ``max_warmup_tree_depth=8``), a
-diagonal mass matrix and target acceptance 0.8, one chain of 500 + 500 took
-217 s, at about 500 leapfrog steps a draw, with an ESS of 314 for ``alpha``
-and 115 for ``lp`` (``benchmarks/nuts_ess.py``: 5.9 and 1.8 times the ESS
-per second of a hand-written NumPyro model under stock NUTS, whose
-trajectories are 8 times shorter but whose ``alpha`` mixes 6 times worse
-per draw). The trajectory length varies with the key (250 to 900 steps a
-draw), and shorter trees do not help ``lp``: at depth 6 its ESS fell to
-8-38. The posterior there keeps about 1% of the weight on a fifth
-component and 0.2% on a sixth, whose locations and scales the data barely
-fix.
+- A spare component's stick is non-centred: its coordinate ``log e_k`` has
+  a prior that does not depend on ``alpha``. Simulation-based calibration
+  (``benchmarks/sbc.py``: 200 replications of 50 points, 5 components)
+  found the ranks of ``alpha`` non-uniform in NumPyro's own chart of every
+  stick (chi-square p = 0.007; the misses were the replications with a small
+  true ``alpha``, whose spare sticks sit in a funnel) and uniform with every
+  stick non-centred (p = 0.38).
+- A stick the data pin down is centred (``logit v_k``, a narrow coordinate
+  of its own). Non-centred, it lies on the line ``log e_k = log alpha + c``,
+  which ties ``alpha`` to every occupied component. On the seed data at
+  K = 25 (one chain, 500 + 500, diagonal mass, target 0.8, warmup trees of
+  depth 8) that line held the step size near 0.017: about 500 leapfrog
+  steps a draw, 217 s. With the occupied sticks centred, the step size was
+  0.11-0.13 (probes, key 0) and 32-128 steps a draw (the table below).
+
+Which components the data occupy is known only once a chain has found
+them; the starts, descended or not, spread the weight over many components.
+So the first fifth of the warmup runs with every stick non-centred. Then
+each chain's components are put in order of decreasing weight (as the
+starts were), and the
+leading sticks with at least 20 points in the components after them are
+centred (:func:`centered_stick_count`); the rest of the warmup and the
+sampling run in that chart (:func:`~dpgmm_ppl.density.rechart`). With a
+threshold of 5 points, one key of four centred the stick of a component
+that held 0.2 % of the weight: it then moved in and out of a small cluster
+(``lp`` ESS 27, 14 divergences, against 109 and 3 at 20 points).
+
+Measured on the seed data at K = 25 (``benchmarks/nuts_ess.py --dense-mass
+false --target-accept-prob 0.8 --max-warmup-tree-depth 8``, one chain of
+500 + 500 pinned to one core, float32), ours against a hand-written NumPyro
+model under stock NUTS in the same process:
+
+| rng key | wall s | steps/draw | ESS alpha | ESS lp | baseline lp/s | ratio lp/s |
+|--|--:|--:|--:|--:|--:|--:|
+| 0 | 98.0 | 32 | 131 | 158 | 0.083 | 19.3 |
+| 1 | 105.3 | 62 | 112 | 101 | 0.266 | 3.6 |
+| 2 | 128.3 | 128 | 239 | 171 | 0.147 | 9.1 |
+| 3 | 98.0 | 53 | 200 | 120 | 0.099 | 12.3 |
+
+The ``alpha`` ratio was 5.5 to 37. Key 2's chain spent its run in a mode
+where a spare component shares a cluster. The baseline's figures move a lot with the
+key (``lp`` ESS 23 to 82), hence several keys. With this module's defaults
+(dense mass matrix, target 0.9) the same fit took more than 6 minutes for
+keys 0 and 1. Before the partial centring
+the same settings gave 217 s, about 500 steps a draw and an ``lp`` ESS of
+115 (key 0, unpinned). Spare components remain the hard part: one whose
+weight is small has a location and scale that the data pin down only once
+its weight is not, a funnel no chart of the sticks removes. The posterior
+there keeps about 0.2 % of the weight on a fifth component and 0.05 % on
+a sixth.
 """
 
 from __future__ import annotations
@@ -68,11 +95,13 @@ from numpyro.infer import NUTS as NUTSKernel
 from numpyro.infer.hmc_util import build_adaptation_schedule
 
 from dpgmm_ppl._validation import check_parameterization, check_positive_int
+from dpgmm_ppl.density import rechart
 from dpgmm_ppl.infer._common import guarded_update
 from dpgmm_ppl.infer._progress import check_progress_bar
 from dpgmm_ppl.infer.base import Backend, BackendOutput, check_chart
+from dpgmm_ppl.reparam import log_weights_from_coordinates
 
-__all__ = ["NUTS", "resolve_dense_mass", "run_nuts"]
+__all__ = ["NUTS", "centered_stick_count", "resolve_dense_mass", "run_nuts"]
 
 #: ``MCMC`` extra fields recorded per draw, and their ArviZ names.
 _EXTRA_FIELDS = {
@@ -87,6 +116,12 @@ _CHAIN_METHODS = ("parallel", "sequential", "vectorized")
 
 #: Starting inverse mass matrices of the warmup (``init_inverse_mass``).
 _INIT_INVERSE_MASSES = ("identity", "hessian")
+
+#: The first 1/this of the warmup runs fully non-centred to find the occupied components.
+_SCOUT_FRACTION = 5
+
+#: Points the later components must hold for a stick to be centred (``centered_sticks="auto"``).
+_CENTERED_STICK_MIN_POINTS = 20
 
 #: k-means++ seedings descended per chain when ``num_init_steps > 0``.
 _CANDIDATES_PER_CHAIN = 4
@@ -172,8 +207,25 @@ def _descend(density, num_steps):
 
 def _sort_by_weight(values):
     """Every per-component site (all but ``alpha``) in order of decreasing weight."""
-    order = jnp.argsort(-values["weights"])
+    order = jnp.argsort(-values.get("log_weights", values["weights"]))
     return {name: value if name == "alpha" else value[order] for name, value in values.items()}
+
+
+def _with_log_weights(density, position):
+    """The constrained values of a non-centred ``position`` and its log weights.
+
+    The log weights come from the stick coordinates in log space: weights
+    that underflow float32 (the tail of many spare components) keep finite
+    coordinates when the components are reordered and charted again.
+    """
+    values = density.constrain_fn(position)
+    exponentials = position.get("weights_exponentials")
+    values["log_weights"] = log_weights_from_coordinates(
+        values["alpha"],
+        position.get("weights_logits"),
+        None if exponentials is None else jnp.exp(exponentials),
+    )
+    return values
 
 
 def _init_positions(rng_key, density, num_chains, num_init_steps):
@@ -315,6 +367,7 @@ def run_nuts(
     parameterization,
     init_inverse_mass="identity",
     max_warmup_tree_depth=None,
+    centered_sticks="auto",
     progress_bar=False,
 ):
     """Run ``num_chains`` NUTS chains on the shared log-density.
@@ -391,6 +444,18 @@ def run_nuts(
     parameterization : {"centered", "noncentered"}
         The chart of the unconstrained space; ``density`` must have been
         built in it (``ValueError`` otherwise).
+    centered_sticks : "auto" or int
+        With ``parameterization="noncentered"``: how many of the first
+        sticks keep NumPyro's centred chart (:func:`~dpgmm_ppl.density.rechart`;
+        the rest are non-centred). ``"auto"``: the first fifth of the warmup
+        (at least one iteration) runs with every stick non-centred; then each
+        chain's components are put in order of decreasing weight and the
+        sticks that the data pin down are centred
+        (:func:`centered_stick_count`: at least 20 points in the components
+        after the stick, the largest count over the chains), and the rest of
+        the warmup and the sampling run in that chart. ``lp`` is then the log
+        density in that chart. Not allowed with ``parameterization="centered"``
+        (every stick is centred there).
     progress_bar : bool
         Show NumPyro's own progress bar (tqdm, on stderr) over the warmup and
         sampling iterations. NumPyro then runs a single chain as a Python
@@ -418,38 +483,43 @@ def run_nuts(
     check_chart(density, parameterization)
     dense_mass = resolve_dense_mass(dense_mass, num_warmup, density.init_position)
     init_key, sample_key = jax.random.split(rng_key)
+    if max_warmup_tree_depth is not None:
+        max_tree_depth = (max_warmup_tree_depth, max_tree_depth)
+    settings = {
+        "target_accept_prob": target_accept_prob,
+        "dense_mass": dense_mass,
+        "max_tree_depth": max_tree_depth,
+        "num_chains": num_chains,
+        # Resolved (and refused, if it conflicts with the data) before any work.
+        "chain_method": _resolve_chain_method(chain_method, num_chains, density.data),
+        "progress_bar": progress_bar,
+    }
+    scout = parameterization == "noncentered" and centered_sticks == "auto"
+    if scout and density.num_components == 1:  # no sticks: one chart
+        scout, centered_sticks = False, 0
+    if parameterization == "noncentered" and not scout:
+        if min(centered_sticks, density.num_components - 1) != density.num_centered_sticks:
+            density = rechart(density, centered_sticks)
     start = time.perf_counter()
     with _CompileTimer() as timer:
         init_params = jax.block_until_ready(
             _init_positions(init_key, density, num_chains, num_init_steps)
         )
+        if scout:
+            scout_warmup = max(1, num_warmup // _SCOUT_FRACTION) if num_warmup else 0
+            scout_key, sample_key = jax.random.split(sample_key)
+            density, init_params = _scout_chart(
+                scout_key, density, init_params, scout_warmup, **settings
+            )
+            num_warmup -= scout_warmup
         inverse_mass = None
         if init_inverse_mass == "hessian" and num_warmup:
             inverse_mass = jax.block_until_ready(
                 _hessian_inverse_mass(density, init_params, dense_mass)
             )
-    if num_chains == 1:
-        init_params = jax.tree_util.tree_map(lambda leaf: leaf[0], init_params)
-    data = density.data
-    if max_warmup_tree_depth is not None:
-        max_tree_depth = (max_warmup_tree_depth, max_tree_depth)
-    kernel = NUTSKernel(
-        potential_fn=lambda position: density.potential_fn(position, data),
-        inverse_mass_matrix=inverse_mass,
-        target_accept_prob=target_accept_prob,
-        dense_mass=dense_mass,
-        max_tree_depth=max_tree_depth,
-    )
-    mcmc = MCMC(
-        kernel,
-        num_warmup=num_warmup,
-        num_samples=num_samples,
-        num_chains=num_chains,
-        chain_method=_resolve_chain_method(chain_method, num_chains, density.data),
-        progress_bar=progress_bar,
-    )
-    with timer:
-        mcmc.run(sample_key, init_params=init_params, extra_fields=tuple(_EXTRA_FIELDS))
+        mcmc = _mcmc(density, num_warmup, num_samples, inverse_mass, **settings)
+        mcmc.run(sample_key, init_params=_one_or_all(init_params, num_chains),
+                 extra_fields=tuple(_EXTRA_FIELDS))
         positions = jax.block_until_ready(mcmc.get_samples(group_by_chain=True))
     total_seconds = time.perf_counter() - start
 
@@ -466,7 +536,92 @@ def run_nuts(
             "compile_seconds": timer.seconds,
             "run_seconds": total_seconds - timer.seconds,
         },
+        density=density,
     )
+
+
+def _one_or_all(init_params, num_chains):
+    """NumPyro takes one chain's position without the chain axis."""
+    if num_chains == 1:
+        return jax.tree_util.tree_map(lambda leaf: leaf[0], init_params)
+    return init_params
+
+
+def _mcmc(density, num_warmup, num_samples, inverse_mass, *, target_accept_prob, dense_mass,
+          max_tree_depth, num_chains, chain_method, progress_bar):
+    """NumPyro's NUTS on ``density``'s potential, the data bound in."""
+    data = density.data
+    kernel = NUTSKernel(
+        potential_fn=lambda position: density.potential_fn(position, data),
+        inverse_mass_matrix=inverse_mass,
+        target_accept_prob=target_accept_prob,
+        dense_mass=dense_mass,
+        max_tree_depth=max_tree_depth,
+    )
+    return MCMC(
+        kernel,
+        num_warmup=num_warmup,
+        num_samples=num_samples,
+        num_chains=num_chains,
+        chain_method=chain_method,
+        progress_bar=progress_bar,
+    )
+
+
+def centered_stick_count(weights, num_data, min_points=_CENTERED_STICK_MIN_POINTS):
+    """How many leading sticks the data pin down, from weights sorted in decreasing order.
+
+    Stick ``k`` is counted when the components after it hold at least
+    ``min_points`` of the ``num_data`` points (``num_data`` times the weight
+    left after component ``k``): its fraction :math:`v_k` then has data on
+    both sides and a posterior much narrower than its prior.
+
+    Parameters
+    ----------
+    weights : Float[Array, "chain K"]
+        Each chain's weights, sorted in decreasing order.
+    num_data : int
+        Number of observations.
+    min_points : float
+        Points the later components must hold.
+
+    Returns
+    -------
+    int
+        The largest count over the chains.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> centered_stick_count(np.array([[0.6, 0.3, 0.0995, 0.0004, 0.0001]]), 10_000)
+    2
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    remaining = 1.0 - np.cumsum(weights, axis=-1)[..., :-1]
+    counts = np.sum(num_data * remaining >= min_points, axis=-1)
+    return int(np.max(counts))
+
+
+def _scout_chart(rng_key, density, init_params, num_warmup, **settings):
+    """Warm up in the non-centred chart, then centre the sticks the data pin down.
+
+    Returns the density in the chosen chart (:func:`~dpgmm_ppl.density.rechart`)
+    and each chain's last warmup position in it, components in order of
+    decreasing weight. With no warmup, the starts decide.
+    """
+    if num_warmup:
+        mcmc = _mcmc(density, num_warmup, 1, None, **settings)
+        mcmc.warmup(rng_key, init_params=_one_or_all(init_params, settings["num_chains"]))
+        ends = mcmc.last_state.z
+        if settings["num_chains"] == 1:
+            ends = jax.tree_util.tree_map(lambda leaf: leaf[None], ends)
+    else:
+        ends = init_params
+    values = jax.jit(jax.vmap(lambda end: _sort_by_weight(_with_log_weights(density, end))))(ends)
+    count = centered_stick_count(np.exp(np.asarray(values["log_weights"], np.float64)),
+                                 density.num_data)
+    charted = rechart(density, count)
+    return charted, jax.jit(jax.vmap(charted.unconstrain_fn))(values)
 
 
 def _validate(options):
@@ -494,6 +649,19 @@ def _validate(options):
             f"dense_mass must be True, False or 'auto', got {options['dense_mass']!r}"
         )
     check_parameterization(options["parameterization"])
+    centered_sticks = options["centered_sticks"]
+    if isinstance(centered_sticks, str) and centered_sticks != "auto":
+        raise ValueError(
+            f"centered_sticks must be 'auto' or an integer >= 0, got {centered_sticks!r}"
+        )
+    if centered_sticks != "auto":
+        check_positive_int("centered_sticks", centered_sticks, minimum=0)
+        if options["parameterization"] == "centered":
+            raise ValueError(
+                "centered_sticks chooses the chart of each stick within "
+                "parameterization='noncentered'; with parameterization='centered' "
+                f"every stick is centred already, got centered_sticks={options['centered_sticks']}"
+            )
     check_progress_bar(options["progress_bar"])
     if options["chain_method"] not in (None,) + _CHAIN_METHODS:
         raise ValueError(
@@ -515,6 +683,7 @@ NUTS = Backend(
         "chain_method": None,
         "num_init_steps": 1000,
         "parameterization": "noncentered",
+        "centered_sticks": "auto",
         "progress_bar": False,
     },
     run=run_nuts,
