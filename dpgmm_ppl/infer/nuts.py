@@ -448,7 +448,8 @@ def run_nuts(
         With ``parameterization="noncentered"``: how many of the first
         sticks keep NumPyro's centred chart (:func:`~dpgmm_ppl.density.rechart`;
         the rest are non-centred). ``"auto"``: the first fifth of the warmup
-        (at least one iteration) runs with every stick non-centred; then each
+        (at least one iteration, with a diagonal mass matrix that is not
+        kept) runs with every stick non-centred; then each
         chain's components are put in order of decreasing weight and the
         sticks that the data pin down are centred
         (:func:`centered_stick_count`: at least 20 points in the components
@@ -481,7 +482,12 @@ def run_nuts(
         Once, with the count, if any draw after warmup diverged.
     """
     check_chart(density, parameterization)
-    dense_mass = resolve_dense_mass(dense_mass, num_warmup, density.init_position)
+    scout = parameterization == "noncentered" and centered_sticks == "auto"
+    if scout and density.num_components == 1:  # no sticks: one chart
+        scout, centered_sticks = False, 0
+    scout_warmup = max(1, num_warmup // _SCOUT_FRACTION) if scout and num_warmup else 0
+    # The mass matrix is adapted in the warmup after the scouting one.
+    dense_mass = resolve_dense_mass(dense_mass, num_warmup - scout_warmup, density.init_position)
     init_key, sample_key = jax.random.split(rng_key)
     if max_warmup_tree_depth is not None:
         max_tree_depth = (max_warmup_tree_depth, max_tree_depth)
@@ -494,9 +500,6 @@ def run_nuts(
         "chain_method": _resolve_chain_method(chain_method, num_chains, density.data),
         "progress_bar": progress_bar,
     }
-    scout = parameterization == "noncentered" and centered_sticks == "auto"
-    if scout and density.num_components == 1:  # no sticks: one chart
-        scout, centered_sticks = False, 0
     if parameterization == "noncentered" and not scout:
         if min(centered_sticks, density.num_components - 1) != density.num_centered_sticks:
             density = rechart(density, centered_sticks)
@@ -506,10 +509,11 @@ def run_nuts(
             _init_positions(init_key, density, num_chains, num_init_steps)
         )
         if scout:
-            scout_warmup = max(1, num_warmup // _SCOUT_FRACTION) if num_warmup else 0
             scout_key, sample_key = jax.random.split(sample_key)
+            # A diagonal mass there: its windows are too short for a dense
+            # estimate, and what it adapts is not kept.
             density, init_params = _scout_chart(
-                scout_key, density, init_params, scout_warmup, **settings
+                scout_key, density, init_params, scout_warmup, **{**settings, "dense_mass": False}
             )
             num_warmup -= scout_warmup
         inverse_mass = None
