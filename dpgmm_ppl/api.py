@@ -106,10 +106,10 @@ def fit(
         ``"hessian"``), ``chain_method``, ``num_init_steps``
         (Adam steps that descend each chain's k-means++ starts; 0 for none),
         ``parameterization`` (``"noncentered"``, the default, or
-        ``"centered"``), ``centered_sticks`` (``"auto"``, the default: the
-        sticks of the components the data occupy keep NumPyro's centred
-        chart, chosen after the first fifth of the warmup; or how many of
-        the first sticks to centre, 0 for none).
+        ``"centered"``), ``centered_sticks`` (0, the default: every stick
+        non-centred; ``"auto"``: the sticks of the components the data
+        occupy keep NumPyro's centred chart, chosen after the first fifth of
+        the warmup; or how many of the first sticks to centre).
         ``parameterization`` picks the chart of the unconstrained space in
         which SVI's Gaussian family lives and NUTS moves
         (:mod:`dpgmm_ppl.reparam`); the model and its log joint density are

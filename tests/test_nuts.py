@@ -57,23 +57,10 @@ def two_clusters_fit():
         # A rare divergence among the two spare components is not what this checks.
         warnings.simplefilter("ignore", RuntimeWarning)
         recorder = _Recorder(monkeypatch)
-        charts = []
-        original_rechart = nuts_module.rechart
-
-        def recording_rechart(density, num_centered_sticks):
-            charts.append(num_centered_sticks)
-            return original_rechart(density, num_centered_sticks)
-
-        monkeypatch.setattr(nuts_module, "rechart", recording_rechart)
         fit = dpgmm_ppl.fit(
             data, backend="nuts", num_components=4, num_chains=3, rng_key=2, num_samples=300,
         )
     (density,) = recorder.built
-    # centered_sticks="auto": after the scouting warmup the first stick (0.6
-    # against 0.4 of 200 points) is centred, and the second when a spare
-    # component of some chain holds 20 points or more (a split cluster);
-    # the last, between two spare components, is not.
-    assert len(charts) == 1 and charts[0] in (1, 2)
     return fit, density
 
 
@@ -304,3 +291,33 @@ def test_centred_sticks_are_those_with_enough_points_after_them():
     assert centered_stick_count(weights, 1000) == 3  # the largest over the chains
     assert centered_stick_count(weights, 1000, min_points=9.5) == 4  # 10 after the fourth
     assert centered_stick_count(weights, 30) == 0  # 15 points after the first stick
+
+
+@pytest.mark.slow
+def test_auto_centred_sticks_centre_the_occupied_components_and_find_the_clusters(monkeypatch):
+    rng = np.random.default_rng(5)
+    data = np.concatenate([rng.normal(-4.0, 0.7, 120), rng.normal(3.0, 1.2, 80)]).astype(np.float32)
+    charts = []
+    original_rechart = nuts_module.rechart
+
+    def recording_rechart(density, num_centered_sticks):
+        charts.append(num_centered_sticks)
+        return original_rechart(density, num_centered_sticks)
+
+    monkeypatch.setattr(nuts_module, "rechart", recording_rechart)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        fit = dpgmm_ppl.fit(data, backend="nuts", num_components=4, num_chains=1, rng_key=0,
+                            num_warmup=300, num_samples=300, centered_sticks="auto")
+    # The first stick (120 points against 80 after it) is centred; the spare
+    # ones only if a cluster is split over them.
+    assert len(charts) == 1 and charts[0] >= 1
+    weights = fit.samples["weights"].reshape(-1, 4)
+    loc = fit.samples["loc"].reshape(-1, 4)
+    left = loc < 0
+    left_mass = np.sum(weights * left, axis=1)
+    left_mean = np.sum(weights * loc * left, axis=1) / left_mass
+    right_mean = np.sum(weights * loc * ~left, axis=1) / (1 - left_mass)
+    # Truth 0.6 / 0.4 at -4 and 3 (posterior sds about 0.035, 0.06, 0.13).
+    np.testing.assert_allclose(left_mass.mean(), 0.6, atol=0.1)
+    np.testing.assert_allclose([left_mean.mean(), right_mean.mean()], [-4.0, 3.0], atol=0.3)
