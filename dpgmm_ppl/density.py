@@ -26,7 +26,11 @@ from dpgmm_ppl.initialization import kmeanspp_init
 from dpgmm_ppl.model import COVARIANCE_TYPES, dpgmm
 from dpgmm_ppl.priors import Priors
 from dpgmm_ppl.distributions import _safe_log
-from dpgmm_ppl.reparam import NonCenteredStickBreaking, coordinates_from_log_weights
+from dpgmm_ppl.reparam import (
+    NonCenteredStickBreaking,
+    coordinates_from_log_weights,
+    exponentials_from_weights,
+)
 from dpgmm_ppl.sharding import shard_data
 
 __all__ = ["LogDensity", "build_log_density", "rechart", "LATENT_SITES", "PARAMETERIZATIONS"]
@@ -472,12 +476,17 @@ def _in_chart(
         if parameterization == "noncentered" and num_components > 1:
             # ``log_weights``, when given, keep the weights that underflow float32.
             log_weights = values.pop("log_weights", None)
-            if log_weights is None:
-                log_weights = _safe_log(values["weights"])
             centered = min(num_centered_sticks, num_components - 1)
-            values["weights_logits"], values["weights_exponentials"] = (
-                coordinates_from_log_weights(log_weights, values["alpha"], centered)
-            )
+            if log_weights is None and not centered:
+                values["weights_exponentials"] = exponentials_from_weights(
+                    values["weights"], values["alpha"]
+                )
+            else:
+                if log_weights is None:
+                    log_weights = _safe_log(values["weights"])
+                values["weights_logits"], values["weights_exponentials"] = (
+                    coordinates_from_log_weights(log_weights, values["alpha"], centered)
+                )
         sampled = {name: values[name] for name in sampled_sites}
         return unconstrain_fn(model, (), {"data": dummy, **model_kwargs}, sampled)
 

@@ -74,9 +74,9 @@ model under stock NUTS in the same process:
 
 The ``alpha`` ratio was 5.5 to 37. Key 2's chain spent its run in a mode
 where a spare component shares a cluster. The baseline's figures move a lot with the
-key (``lp`` ESS 23 to 82), hence several keys. With this module's defaults
-(dense mass matrix, target 0.9) the same fit took more than 6 minutes for
-keys 0 and 1. Before the partial centring
+key (``lp`` ESS 23 to 82), hence several keys. With ``"auto"`` but this
+module's default mass and target (dense, 0.9) the same fit took more than 6
+minutes for keys 0 and 1. Before the partial centring
 the same settings gave 217 s, about 500 steps a draw and an ``lp`` ESS of
 115 (key 0, unpinned). Spare components remain the hard part: one whose
 weight is small has a location and scale that the data pin down only once
