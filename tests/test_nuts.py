@@ -125,19 +125,24 @@ def test_same_key_gives_identical_draws(known_scale):
     assert not np.array_equal(fit.samples["loc"][0], fit.samples["loc"][1])
 
 
+def _sides_of_zero(fit):
+    """Label-invariant and indifferent to a cluster split over two components:
+    the mass and the mean location on each side of 0, draw by draw."""
+    weights = fit.samples["weights"].reshape(-1, fit.num_components)
+    loc = fit.samples["loc"].reshape(-1, fit.num_components)
+    left = loc < 0
+    left_mass = np.sum(weights * left, axis=1)
+    left_mean = np.sum(weights * loc * left, axis=1) / left_mass
+    right_mean = np.sum(weights * loc * ~left, axis=1) / (1 - left_mass)
+    return weights, loc, left_mass, left_mean, right_mean
+
+
 @pytest.mark.slow
 def test_two_clusters_are_recovered_and_the_chains_agree(two_clusters_fit):
     fit, density = two_clusters_fit
     assert density.trace_counts["potential_fn"] <= 3
     assert split_gelman_rubin(fit.sample_stats["lp"]) < 1.05
-    weights = fit.samples["weights"].reshape(-1, 4)
-    loc = fit.samples["loc"].reshape(-1, 4)
-    # Label-invariant and indifferent to a cluster split over two components:
-    # the mass and the mean location on each side of 0, draw by draw.
-    left = loc < 0
-    left_mass = np.sum(weights * left, axis=1)
-    left_mean = np.sum(weights * loc * left, axis=1) / left_mass
-    right_mean = np.sum(weights * loc * ~left, axis=1) / (1 - left_mass)
+    weights, loc, left_mass, left_mean, right_mean = _sides_of_zero(fit)
     # Truth: weights 0.6 / 0.4 (posterior sd about 0.035), locations -4 and 3
     # (posterior sds about 0.06 and 0.13 with 120 and 80 points); the
     # tolerances also cover the sampling error of the data.
@@ -312,12 +317,7 @@ def test_auto_centred_sticks_centre_the_occupied_components_and_find_the_cluster
     # The first stick (120 points against 80 after it) is centred; the spare
     # ones only if a cluster is split over them.
     assert len(charts) == 1 and charts[0] >= 1
-    weights = fit.samples["weights"].reshape(-1, 4)
-    loc = fit.samples["loc"].reshape(-1, 4)
-    left = loc < 0
-    left_mass = np.sum(weights * left, axis=1)
-    left_mean = np.sum(weights * loc * left, axis=1) / left_mass
-    right_mean = np.sum(weights * loc * ~left, axis=1) / (1 - left_mass)
+    weights, loc, left_mass, left_mean, right_mean = _sides_of_zero(fit)
     # Truth 0.6 / 0.4 at -4 and 3 (posterior sds about 0.035, 0.06, 0.13).
     np.testing.assert_allclose(left_mass.mean(), 0.6, atol=0.1)
     np.testing.assert_allclose([left_mean.mean(), right_mean.mean()], [-4.0, 3.0], atol=0.3)
