@@ -293,8 +293,9 @@ def test_centred_sticks_are_those_with_enough_points_after_them():
     # At least 20 points after the stick, by default.
     assert centered_stick_count(weights[:1], 1000) == 3  # 50 points after the third
     assert centered_stick_count(weights[1:], 1000) == 1  # 300, then 10
-    assert centered_stick_count(weights, 1000) == 3  # the largest over the chains
-    assert centered_stick_count(weights, 1000, min_points=9.5) == 4  # 10 after the fourth
+    assert centered_stick_count(weights, 1000) == 1  # the smallest over the chains
+    assert centered_stick_count(weights[:1], 1000, min_points=9.5) == 4  # 10 after the fourth
+    assert centered_stick_count(weights, 1000, min_points=9.5) == 2  # 10 after the second
     assert centered_stick_count(weights, 30) == 0  # 15 points after the first stick
 
 

@@ -458,7 +458,7 @@ def run_nuts(
         chain's components are put in order of decreasing weight and the
         sticks that the data pin down are centred
         (:func:`centered_stick_count`: at least 20 points in the components
-        after the stick, the largest count over the chains), and the rest of
+        after the stick, the smallest count over the chains), and the rest of
         the warmup and the sampling run in that chart. ``lp`` is then the log
         density in that chart. Not allowed with ``parameterization="centered"``
         (every stick is centred there).
@@ -585,6 +585,16 @@ def centered_stick_count(weights, num_data, min_points=_CENTERED_STICK_MIN_POINT
     left after component ``k``): its fraction :math:`v_k` then has data on
     both sides and a posterior much narrower than its prior.
 
+    Over several chains the count is the smallest: a stick is centred only
+    where every chain has data after it. A chain that ends its scouting with
+    a cluster split over a spare component would otherwise centre the spare's
+    stick in all of them, and in the chains where that spare is empty its
+    stick is the funnel the non-centred chart avoids. On two clusters
+    (200 points, 4 components, 3 chains, jax 0.12, six keys) the largest
+    count centred a spare's stick for three keys, which then had 1 to 3
+    divergences and R-hat on ``lp`` up to 1.07; the others had none and at
+    most 1.03.
+
     Parameters
     ----------
     weights : Float[Array, "chain K"]
@@ -597,7 +607,7 @@ def centered_stick_count(weights, num_data, min_points=_CENTERED_STICK_MIN_POINT
     Returns
     -------
     int
-        The largest count over the chains.
+        The smallest count over the chains.
 
     Examples
     --------
@@ -608,7 +618,7 @@ def centered_stick_count(weights, num_data, min_points=_CENTERED_STICK_MIN_POINT
     weights = np.asarray(weights, dtype=np.float64)
     remaining = 1.0 - np.cumsum(weights, axis=-1)[..., :-1]
     counts = np.sum(num_data * remaining >= min_points, axis=-1)
-    return int(np.max(counts))
+    return int(np.min(counts))
 
 
 def _scout_chart(rng_key, density, init_params, num_warmup, **settings):
