@@ -108,7 +108,7 @@ def fit(
         ``parameterization`` (``"noncentered"``, the default, or
         ``"centered"``), ``centered_sticks`` (0, the default: every stick
         non-centred; ``"auto"``: the sticks of the components the data
-        occupy keep NumPyro's centred chart, chosen after the first fifth of
+        occupy keep NumPyro's centred chart, chosen after the first half of
         the warmup; or how many of the first sticks to centre).
         ``parameterization`` picks the chart of the unconstrained space in
         which SVI's Gaussian family lives and NUTS moves

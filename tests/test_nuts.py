@@ -290,13 +290,17 @@ def test_centred_sticks_are_those_with_enough_points_after_them():
         [0.5, 0.3, 0.15, 0.04, 0.01, 0.0],  # after each stick: 0.5, 0.2, 0.05, 0.01, 0.0
         [0.7, 0.29, 0.009, 0.001, 0.0, 0.0],  # 0.3, 0.01, 0.001, 0.0, 0.0
     ])
-    # At least 20 points after the stick, by default.
+    # At least 20 points after the stick by default (1 % of 1,000 points is fewer).
     assert centered_stick_count(weights[:1], 1000) == 3  # 50 points after the third
     assert centered_stick_count(weights[1:], 1000) == 1  # 300, then 10
     assert centered_stick_count(weights, 1000) == 1  # the smallest over the chains
-    assert centered_stick_count(weights[:1], 1000, min_points=9.5) == 4  # 10 after the fourth
-    assert centered_stick_count(weights, 1000, min_points=9.5) == 2  # 10 after the second
+    assert centered_stick_count(weights[:1], 1000, min_points=9.5, min_fraction=0) == 4  # 10 after the fourth
+    assert centered_stick_count(weights, 1000, min_points=9.5, min_fraction=0) == 2  # 10 after the second
     assert centered_stick_count(weights, 30) == 0  # 15 points after the first stick
+    # And at least 1 % of the data, which binds from 2,000 points on.
+    large = np.array([[0.5, 0.3, 0.15, 0.035, 0.012, 0.003]])  # after: ..., 0.015, 0.003
+    assert centered_stick_count(large, 100_000) == 4  # 1,500 points, then 300 < 1,000
+    assert centered_stick_count(large, 100_000, min_fraction=0.0) == 5  # 300 >= 20
 
 
 @pytest.mark.slow

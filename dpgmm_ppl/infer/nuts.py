@@ -28,9 +28,9 @@ The chart. By default (``parameterization="noncentered"``) NUTS moves every
 stick in the non-centred chart of
 :class:`~dpgmm_ppl.reparam.NonCenteredStickBreaking`; with
 ``centered_sticks="auto"`` it moves each stick in the chart that suits it.
-``"auto"`` is not the default yet: on a small two-cluster check (200 points,
-4 components, 3 chains) under jax 0.12 it left the chains' ``lp`` with an
-R-hat of 1.07-1.10, against under 1.05 with every stick non-centred.
+``"auto"`` pays where there are many points and many components (the
+seed-data table below); on small data sets it costs a second compilation
+and gained nothing measurable, so it is not the default (see "Defaults").
 
 - A spare component's stick is non-centred: its coordinate ``log e_k`` has
   a prior that does not depend on ``alpha``. Simulation-based calibration
@@ -49,15 +49,29 @@ R-hat of 1.07-1.10, against under 1.05 with every stick non-centred.
 
 Which components the data occupy is known only once a chain has found
 them; the starts, descended or not, spread the weight over many components.
-So the first fifth of the warmup runs with every stick non-centred. Then
+So the first half of the warmup runs with every stick non-centred. Then
 each chain's components are put in order of decreasing weight (as the
-starts were), and the
-leading sticks with at least 20 points in the components after them are
-centred (:func:`centered_stick_count`); the rest of the warmup and the
-sampling run in that chart (:func:`~dpgmm_ppl.density.rechart`). With a
-threshold of 5 points, one key of four centred the stick of a component
-that held 0.2 % of the weight: it then moved in and out of a small cluster
-(``lp`` ESS 27, 14 divergences, against 109 and 3 at 20 points).
+starts were), and the leading sticks with at least 20 points and 1 % of
+the data in the components after them are centred
+(:func:`centered_stick_count`); the rest of the warmup and the sampling run
+in that chart (:func:`~dpgmm_ppl.density.rechart`). A stick centred in
+error is the costly mistake: if its component empties later, its
+coordinate is a funnel. Measured on the seed data at K = 25 (keys 0-3):
+
+- With a threshold of 5 points, key 3 centred the stick of a component
+  that held 0.2 % of the weight; it then moved in and out of a small
+  cluster (``lp`` ESS 27, 14 divergences, against 109 and 3 at 20 points).
+- After a first fifth of the warmup, key 2's chain still had a cluster
+  split over three components and weights of 1-2 % on two more, which
+  later emptied: with 20 points it centred 7 sticks (step size 0.013, 330
+  steps a draw, ``alpha`` ESS 21), with 1 % of the data 6 (257 steps,
+  ``alpha`` ESS 57). After the first half, with 20 points it centred 5
+  (15 divergences), with 1 % of the data 4: 62 steps a draw, ``alpha``
+  ESS 184, ``lp`` ESS 147. The four keys then centred 3 to 5 sticks, and
+  ESS/s varied little between them (the table below).
+
+With several chains the count is the smallest over them
+(:func:`centered_stick_count` gives the measurement).
 
 Measured on the seed data at K = 25 (``benchmarks/nuts_ess.py --dense-mass
 false --target-accept-prob 0.8 --max-warmup-tree-depth 8 --centered-sticks
@@ -83,6 +97,25 @@ weight is small has a location and scale that the data pin down only once
 its weight is not, a funnel no chart of the sticks removes. The posterior
 there keeps about 0.2 % of the weight on a fifth component and 0.05 % on
 a sixth.
+
+Defaults. The defaults (a dense mass matrix where the warmup allows,
+target 0.9, no bound on the warmup's trees, every stick non-centred) were
+compared with the setting above for many components (``dense_mass=False,
+target_accept_prob=0.8, max_warmup_tree_depth=8, centered_sticks="auto"``)
+on the data of the examples, keys 0 and 1, one core each (jax 0.10.2):
+
+| data | K | chains x (warmup + draws) | setting | wall s | steps/draw | ``lp`` ESS/s | ``alpha`` ESS/s |
+|--|--:|--|--|--:|--:|--:|--:|
+| galaxies (82 points) | 20 | 4 x (500 + 500) | defaults | 52, 48 | 249, 260 | 3.3, 11.6 | 4.5, 8.1 |
+| galaxies | 20 | 4 x (500 + 500) | many-component | 47, 47 | 93, 105 | 6.5, 4.2 | 5.5, 2.5 |
+| Old Faithful (272 points, full covariance) | 10 | 2 x (300 + 300) | defaults | 55, 47 | 648, 512 | 1.17, 2.68 | 4.0, 5.5 |
+| Old Faithful | 10 | 2 x (300 + 300) | many-component | 45, 38 | 48, 56 | 0.78, 2.00 | 3.2, 6.2 |
+
+On these the many-component setting takes far shorter trajectories but
+mixes no better per second: the wall time is mostly compilation (a second
+program for the scouting warmup) and the shorter trajectories give fewer
+effective draws. So the defaults stay, and the setting above is the one
+to pass for many points and many components.
 """
 
 from __future__ import annotations
@@ -123,10 +156,12 @@ _CHAIN_METHODS = ("parallel", "sequential", "vectorized")
 _INIT_INVERSE_MASSES = ("identity", "hessian")
 
 #: The first 1/this of the warmup runs fully non-centred to find the occupied components.
-_SCOUT_FRACTION = 5
+_SCOUT_FRACTION = 2
 
-#: Points the later components must hold for a stick to be centred (``centered_sticks="auto"``).
+#: Points, and share of the data, that the later components must hold for a
+#: stick to be centred (``centered_sticks="auto"``).
 _CENTERED_STICK_MIN_POINTS = 20
+_CENTERED_STICK_MIN_FRACTION = 0.01
 
 #: k-means++ seedings descended per chain when ``num_init_steps > 0``.
 _CANDIDATES_PER_CHAIN = 4
@@ -452,13 +487,14 @@ def run_nuts(
     centered_sticks : "auto" or int
         With ``parameterization="noncentered"``: how many of the first
         sticks keep NumPyro's centred chart (default 0) (:func:`~dpgmm_ppl.density.rechart`;
-        the rest are non-centred). ``"auto"``: the first fifth of the warmup
+        the rest are non-centred). ``"auto"``: the first half of the warmup
         (at least one iteration, with a diagonal mass matrix that is not
         kept) runs with every stick non-centred; then each
         chain's components are put in order of decreasing weight and the
         sticks that the data pin down are centred
-        (:func:`centered_stick_count`: at least 20 points in the components
-        after the stick, the smallest count over the chains), and the rest of
+        (:func:`centered_stick_count`: at least 20 points and 1 % of the data
+        in the components after the stick, the smallest count over the
+        chains), and the rest of
         the warmup and the sampling run in that chart. ``lp`` is then the log
         density in that chart. Not allowed with ``parameterization="centered"``
         (every stick is centred there).
@@ -577,13 +613,17 @@ def _mcmc(density, num_warmup, num_samples, inverse_mass, *, target_accept_prob,
     )
 
 
-def centered_stick_count(weights, num_data, min_points=_CENTERED_STICK_MIN_POINTS):
+def centered_stick_count(weights, num_data, min_points=_CENTERED_STICK_MIN_POINTS,
+                         min_fraction=_CENTERED_STICK_MIN_FRACTION):
     """How many leading sticks the data pin down, from weights sorted in decreasing order.
 
     Stick ``k`` is counted when the components after it hold at least
-    ``min_points`` of the ``num_data`` points (``num_data`` times the weight
-    left after component ``k``): its fraction :math:`v_k` then has data on
-    both sides and a posterior much narrower than its prior.
+    ``min_points`` of the ``num_data`` points, and at least ``min_fraction``
+    of them (``num_data`` times the weight left after component ``k``): its
+    fraction :math:`v_k` then has data on both sides and a posterior much
+    narrower than its prior. The share guards large data sets, where a
+    component holding a few dozen points early in the warmup is often one
+    that empties later.
 
     Over several chains the count is the smallest: a stick is centred only
     where every chain has data after it. A chain that ends its scouting with
@@ -603,6 +643,8 @@ def centered_stick_count(weights, num_data, min_points=_CENTERED_STICK_MIN_POINT
         Number of observations.
     min_points : float
         Points the later components must hold.
+    min_fraction : float
+        Share of the ``num_data`` points they must hold.
 
     Returns
     -------
@@ -617,7 +659,8 @@ def centered_stick_count(weights, num_data, min_points=_CENTERED_STICK_MIN_POINT
     """
     weights = np.asarray(weights, dtype=np.float64)
     remaining = 1.0 - np.cumsum(weights, axis=-1)[..., :-1]
-    counts = np.sum(num_data * remaining >= min_points, axis=-1)
+    threshold = max(min_points, min_fraction * num_data)
+    counts = np.sum(num_data * remaining >= threshold, axis=-1)
     return int(np.min(counts))
 
 
