@@ -6,9 +6,10 @@ the outputs are committed. Re-run it after a change that moves the numbers::
     .venv/bin/python docs/make_figures.py            # the settings the pages quote
     .venv/bin/python docs/make_figures.py --quick --out /tmp/figures  # a smoke run
 
-The full run took 13 minutes on 2 shared CPU cores (10 minutes of CPU time),
-most of it the NUTS fit of the comparison; ``--only collapse``, ``--only
-compare`` or ``--only labels`` redoes one group of outputs.
+The full run took 13 minutes on 2 shared CPU cores when it was last timed
+whole, most of it the NUTS fit of the comparison; the comparison alone now
+takes about 3 minutes. ``--only collapse``, ``--only compare`` or ``--only
+labels`` redoes one group of outputs.
 
 It writes
 
