@@ -7,6 +7,7 @@ import warnings
 import jax
 import numpy as np
 
+from dpgmm_ppl._compilation_cache import check_compilation_cache, enable_compilation_cache
 from dpgmm_ppl._validation import (
     check_batch_size,
     check_covariance,
@@ -45,6 +46,7 @@ def fit(
     priors=None,
     covariance="diag",
     mesh=None,
+    compilation_cache=None,
     **backend_options,
 ) -> Fit:
     """Fit the DP-GMM to ``data`` with one of the backends.
@@ -88,11 +90,30 @@ def fit(
         by XLA and the parameters replicated; the result is the same fit.
         Not with ``backend="svi"`` and ``batch_size``, which streams batches
         from the host instead.
+    compilation_cache : None, False, str or os.PathLike
+        Where JAX's persistent compilation cache keeps the compiled
+        programs, so that another process fitting data of the same shape
+        loads them instead of compiling them (the first fit of a process
+        turns the cache on for the whole process). ``None``, the default:
+        ``$DPGMM_PPL_CACHE_DIR`` if set, else the user's cache directory
+        (``~/.cache/dpgmm_ppl/jax`` on Linux, under ``$XDG_CACHE_HOME`` if
+        set); ``DPGMM_PPL_CACHE=0`` or an empty ``DPGMM_PPL_CACHE_DIR``
+        turns it off. ``False``: this call turns no cache on (one that an
+        earlier fit turned on stays on). A path: that directory. JAX's own
+        ``jax_compilation_cache_dir``, once set by anyone else, is never
+        overridden. A directory that cannot be written gives one warning
+        and the fit goes on without the cache.
     **backend_options
         MAP: ``optimizer`` (an ``optax.GradientTransformation``, default
         ``optax.adam(0.05)``), ``num_steps`` (10,000), ``history_every`` (50),
         ``chain_method`` (``"vectorized"`` or ``"sequential"``; by default
-        sequential on the CPU, vectorized on accelerators).
+        sequential on the CPU, vectorized on accelerators), ``objective``
+        (``"occam"``, the default: the density of the unconstrained
+        position, log-Jacobian included, with each component's Occam
+        factor; ``"unconstrained"``: that density alone; ``"constrained"``:
+        the log joint of the constrained values, which empties components;
+        see :mod:`dpgmm_ppl.infer.map`), ``parameterization``
+        (``"noncentered"``, the default, or ``"centered"``).
         SVI: ``guide`` (``"diagonal"``, ``"lowrank"``, ``"full"``), ``rank``,
         ``optimizer``, ``num_steps``, ``num_particles``, ``num_samples``,
         ``history_every``, ``chain_method``, ``parameterization``
@@ -113,7 +134,8 @@ def fit(
         ``parameterization`` picks the chart of the unconstrained space in
         which SVI's Gaussian family lives and NUTS moves
         (:mod:`dpgmm_ppl.reparam`); the model and its log joint density are
-        the same in both. MAP always uses NumPyro's own (centred) chart.
+        the same in both; for MAP's default objective it also picks the
+        density whose mode is found.
         Every backend: ``progress_bar`` (``False``, the default; ``True``
         draws a tqdm bar on stderr: for MAP and SVI advanced from inside the
         compiled loop once every ``history_every`` steps, with the same
@@ -157,6 +179,7 @@ def fit(
                 "mesh and batch_size exclude each other: minibatch SVI streams batches "
                 "from the host; fit on a mesh with batch_size=None"
             )
+    check_compilation_cache(compilation_cache)
     if num_components > data.shape[0]:
         warnings.warn(
             f"num_components={num_components} exceeds the number of points "
@@ -164,6 +187,7 @@ def fit(
             UserWarning,
             stacklevel=2,
         )
+    enable_compilation_cache(compilation_cache)
     # The chart of the unconstrained space is fixed when the density is built.
     density = build_log_density(
         data, num_components=num_components, priors=priors, covariance=covariance,

@@ -247,9 +247,15 @@ class Fit:
 
     @property
     def best_chain(self) -> int:
-        """The chain (restart) with the best objective: the highest final
-        ``log_joint`` for MAP, the highest mean ``lp`` otherwise."""
-        key = "log_joint" if "log_joint" in self.sample_stats else "lp"
+        """The chain (restart) with the best objective: for MAP the highest
+        value of the objective it maximised (``sample_stats["objective"]``;
+        ``log_joint``, then ``lp``, for fits made before it was recorded),
+        the highest mean ``lp`` otherwise."""
+        key = "lp"
+        if self.backend == "map":
+            key = next(
+                (name for name in ("objective", "log_joint") if name in self.sample_stats), "lp"
+            )
         return int(np.argmax(np.mean(self.sample_stats[key], axis=1)))
 
     def _check_points(self, x, name="x"):

@@ -166,8 +166,8 @@ class DirichletProcessGMM(DensityMixin, BaseEstimator):
         Optimisation steps per chain (MAP, SVI) or warmup plus sampling
         iterations per chain (NUTS).
     lower_bound_ : float
-        MAP: the final log joint density of the best restart divided by
-        ``n_samples``; SVI: minus the final loss (the ELBO) divided by
+        MAP: the objective of the best restart at its last step
+        (:mod:`dpgmm_ppl.infer.map`) divided by ``n_samples``; SVI: minus the final loss (the ELBO) divided by
         ``n_samples``. Not set for NUTS.
     n_features_in_ : int
         Number of features seen during :meth:`fit`.
@@ -358,11 +358,9 @@ class DirichletProcessGMM(DensityMixin, BaseEstimator):
             losses = result.losses[chain]
             self.converged_ = _tail_converged(losses, num_points)
             self.n_iter_ = int(losses.shape[0])
-            if result.backend == "map":
-                final = float(result.sample_stats["log_joint"][chain, -1])
-            else:
-                final = -float(losses[-1])
-            self.lower_bound_ = final / num_points
+            # Minus the last value of the objective the fit minimised (MAP's
+            # log density at its mode, SVI's negative ELBO), per point.
+            self.lower_bound_ = -float(losses[-1]) / num_points
         self.fit_ = result
 
     def fit_predict(self, X, y=None):

@@ -34,6 +34,7 @@ jax.config.update("jax_enable_x64", X64)
 #: (most tests first) left the 2-minute SBC check for last, one worker idle.
 LONG_FILES = (
     "test_seed_data.py",  # 213
+    "test_map_objective.py",  # 200 (estimated)
     "test_notebooks.py",  # 176
     "test_sbc.py",  # 140
     "test_sklearn_estimator.py",  # 119
@@ -64,6 +65,9 @@ def pytest_configure(config):
     if _CACHE_ENV not in os.environ:  # the controller, or a run without workers
         os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix="dpgmm-jax-cache-")
         config._dpgmm_cache_owner = os.environ[_CACHE_ENV]
+    # The subprocesses (CLI runs, notebook kernels) use it too, through the
+    # package's own setting, instead of the user's cache directory.
+    os.environ["DPGMM_PPL_CACHE_DIR"] = os.environ[_CACHE_ENV]
     jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE_ENV])
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 

@@ -93,36 +93,31 @@ def test_best_restart_finds_the_four_true_components(seed_fit):
 
 
 @pytest.mark.parametrize("method", labels.METHODS)
-def test_relabelled_map_restarts_agree_where_the_restarts_agree(seed_map_fit, method):
+def test_relabelled_map_restarts_agree(seed_map_fit, method):
     """8 restarts, 50 components, relabelled onto the best restart.
 
-    The separated components (true means 3 and 8) land under one label each
-    and agree within 0.2 across restarts. The overlapping pair (true means
-    -5 and -2, standard deviations 2 and 1.1) does not: the restarts stop at
-    different splits of that pair (measured: -6.03 to -4.95 and -2.86 to
-    -1.92, with weights 0.26 to 0.54; held-out densities within 0.0002
-    nats of each other), different optima that no permutation can align.
-    What relabelling must do there is keep the pair apart: the -5 label
-    left of the -2 label in every restart.
+    MAP's default objective and its sorting of the components by weight
+    (:mod:`dpgmm_ppl.infer.map`) take every restart to the same optimum
+    (measured: every heavy location within 0.01 across restarts). The
+    relabelled restarts must then agree label by label: every component
+    above 5% mean weight within 0.2 across restarts, and every true
+    location within 0.3 of one of them. The overlapping pair (true means -5
+    and -2, standard deviations 2 and 1.1) is drawn with three components,
+    two of them near -5, so the check is by location, not by count.
     """
     truth, fit = seed_map_fit
     relabelled = labels.relabel(fit, method=method)
     weights = relabelled.samples["weights"][:, 0]  # (restart, component)
     loc = relabelled.samples["loc"][:, 0]
     heavy = np.flatnonzero(weights.mean(axis=0) > 0.05)
-    heavy = heavy[np.argsort(np.median(loc[:, heavy], axis=0))]
     print(method, "heavy components:", heavy, "locs by restart:\n", np.round(loc[:, heavy].T, 3))
-    assert len(heavy) == 4
-    left, middle_left, three, eight = (loc[:, k] for k in heavy)
-    for separated, true_loc in ((three, 3.0), (eight, 8.0)):
-        assert np.ptp(separated) < 0.2, separated
-        assert abs(np.median(separated) - true_loc) < 0.1
-    assert np.all(left < middle_left), (left, middle_left)
-    assert np.all((left > -6.5) & (left < -4.5)) and np.all((middle_left > -3.2) & (middle_left < -1.5))
-    # Before relabelling the separated components sit under different labels.
-    raw = fit.samples["loc"][:, 0]
-    raw_labels_of_three = {int(np.argmin(np.abs(row - 3.0))) for row in raw}
-    assert len(raw_labels_of_three) > 1
+    assert 4 <= len(heavy) <= 6
+    for k in heavy:
+        assert np.ptp(loc[:, k]) < 0.2, loc[:, k]
+        assert np.ptp(weights[:, k]) < 0.05, weights[:, k]
+    medians = np.median(loc[:, heavy], axis=0)
+    for true_loc in truth.loc:
+        assert np.min(np.abs(medians - true_loc)) < 0.3, true_loc
 
 
 def test_point_partition_of_the_nuts_posterior_finds_three_or_four_clusters(seed_nuts_fit):

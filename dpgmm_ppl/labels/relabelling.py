@@ -128,10 +128,11 @@ def apply_permutations(fit, permutations):
 
 
 def _best_draw(fit):
-    """``(chain, draw)`` with the best objective: the highest ``log_joint`` (MAP's
-    objective, finite where ``lp`` can be ``-inf``) or else the highest ``lp``."""
-    key = "log_joint" if "log_joint" in fit.sample_stats else "lp"
-    score = np.asarray(fit.sample_stats[key], np.float64)
+    """``(chain, draw)`` with the best objective: MAP's best restart
+    (:attr:`Fit.best_chain <dpgmm_ppl.Fit.best_chain>`), else the highest ``lp``."""
+    if fit.backend == "map":
+        return fit.best_chain, 0
+    score = np.asarray(fit.sample_stats["lp"], np.float64)
     score = np.where(np.isnan(score), -np.inf, score)
     return tuple(int(i) for i in np.unravel_index(np.argmax(score), score.shape))
 

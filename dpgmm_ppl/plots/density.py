@@ -51,7 +51,7 @@ def plot_density(fit, data=None, *, chain=None, bins=100, component_threshold=0.
     --------
     >>> import numpy as np, dpgmm_ppl
     >>> x = np.r_[np.linspace(-6, -4, 50), np.linspace(4, 6, 50)]
-    >>> len(plot_density(dpgmm_ppl.fit(x, num_components=3, num_steps=200)).patches)
+    >>> len(plot_density(dpgmm_ppl.fit(x, num_components=5, num_steps=200)).patches)
     100
     """
     check_fit(fit, bins=bins, component_threshold=component_threshold)
