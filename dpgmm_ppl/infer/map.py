@@ -29,7 +29,7 @@ NUTS and SVI evaluate (in the non-centred chart of the sticks by default,
 a finite optimum and ``lp`` stays finite, but a spare stick's coordinate sits
 at the mode of its prior, which gives the spare a share of the weight, and
 the only use of that weight is to split or duplicate a cluster: four
-separated clusters in 5-D came out as ten components at K = 25.
+separated clusters in 5-D came out as eight components above 3% weight at K = 25.
 
 ``"occam"`` (the default): the ``"unconstrained"`` objective plus, for every
 component, its Occam factor ``-(p / 2) log(1 + N w_k)``, where ``p`` is the
@@ -41,8 +41,10 @@ directions by about ``sqrt(N w_k)``), and it is zero for an empty one; the
 same term, with counts, is the message length of Figueiredo and Jain
 (2002) for finite mixtures. A component must now explain its points better
 than its parameters cost, so MAP keeps the clusters the data support: the
-four clusters above came out as four at K = 6 and 25, and the iris as two
-or three.
+four clusters above came out as four at K = 6 and 25. Data with many tied
+or rounded values (iris) still let a component fit a handful of points
+under the default scale prior; a larger ``Priors(scale_rate=...)`` is the
+remedy there (``docs/mle-collapse.md``).
 
 Every ``history_every`` steps a restart is offered its components sorted by
 weight (:func:`_weight_order_step`). The restart's best value of the

@@ -95,8 +95,7 @@ the same settings gave 217 s, about 500 steps a draw and an ``lp`` ESS of
 weight is small has a location and scale that the data pin down only once
 its weight is not, a funnel no chart of the sticks removes. The posterior
 there keeps about 0.2 % of the weight on a fifth component and 0.05 % on
-a sixth (measured with the earlier default ``scale_rate``, half the data's
-standard deviation).
+a sixth.
 
 Defaults. The defaults (a dense mass matrix where the warmup allows,
 target 0.9, no bound on the warmup's trees, every stick non-centred) were
