@@ -196,33 +196,31 @@ def _unwritable_reason(directory: Path) -> str | None:
     return None
 
 
-def _warn_unwritable(directory: Path, reason: str) -> None:
-    global _warned_unwritable
-    if _warned_unwritable:
+def _warn_once(flag: str, message: str) -> None:
+    """One ``UserWarning`` per process for each ``flag`` (a module global's name)."""
+    if globals()[flag]:
         return
-    _warned_unwritable = True
-    warnings.warn(
+    globals()[flag] = True
+    warnings.warn(message, UserWarning, stacklevel=5)  # the caller of dpgmm_ppl.fit
+
+
+def _warn_unwritable(directory: Path, reason: str) -> None:
+    _warn_once(
+        "_warned_unwritable",
         f"dpgmm_ppl cannot write its JAX compilation cache in {str(directory)!r} "
         f"({reason}); fitting without it, so every new process compiles again. "
         "To move the cache: fit(..., compilation_cache='other/directory') or "
         "DPGMM_PPL_CACHE_DIR=other/directory; to turn it off: "
         "fit(..., compilation_cache=False) or DPGMM_PPL_CACHE=0.",
-        UserWarning,
-        stacklevel=4,  # the caller of dpgmm_ppl.fit
     )
 
 
 def _warn_kept_elsewhere(directory: Path, current: str) -> None:
-    global _warned_kept_elsewhere
-    if _warned_kept_elsewhere:
-        return
-    _warned_kept_elsewhere = True
-    warnings.warn(
+    _warn_once(
+        "_warned_kept_elsewhere",
         f"compilation_cache={str(directory)!r} is not used: JAX's compilation cache "
         f"is already in {current!r} (jax_compilation_cache_dir, set outside "
         "dpgmm_ppl), and dpgmm_ppl does not override it.",
-        UserWarning,
-        stacklevel=4,  # the caller of dpgmm_ppl.fit
     )
 
 

@@ -189,8 +189,7 @@ def _weight_order_step(density, optimizer, loss_fn):
     return reorder
 
 
-def _make_chain_runner(density, optimizer, num_steps, history_every, bar, objective):
-    loss_fn = objective_fn(density, objective)
+def _make_chain_runner(density, optimizer, num_steps, history_every, bar, objective, loss_fn):
     value_and_grad = jax.value_and_grad(loss_fn)
     num_frames, remainder = divmod(num_steps, history_every)
     reorder = None if objective == "constrained" else _weight_order_step(density, optimizer, loss_fn)
@@ -331,11 +330,10 @@ def run_map(
     check_chart(density, parameterization)
     optimizer = optax.adam(0.05) if optimizer is None else optimizer
     bar = StepBar("MAP", num_chains * num_steps, enabled=progress_bar)
-    run_chain = _make_chain_runner(
-        density, optimizer, num_steps, history_every, bar, objective
-    )
-
     loss = objective_fn(density, objective)
+    run_chain = _make_chain_runner(
+        density, optimizer, num_steps, history_every, bar, objective, loss
+    )
 
     def restart(key, data):
         # Seeding, optimisation and the final evaluations form one compiled
