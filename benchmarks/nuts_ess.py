@@ -75,7 +75,7 @@ import dpgmm_ppl  # noqa: E402
 from dpgmm_ppl.datasets import seed_mixture  # noqa: E402
 
 try:  # the package's timer of JAX's compile events, as used for Fit.timing
-    from dpgmm_ppl.infer.nuts import _CompileTimer  # noqa: E402
+    from dpgmm_ppl.infer._common import CompileTimer as _CompileTimer  # noqa: E402
 except ImportError:  # pragma: no cover - private helper moved or renamed
     _CompileTimer = None
 

@@ -83,13 +83,8 @@ from scipy import stats
 from dpgmm_ppl._frame import Frame
 from dpgmm_ppl.density import build_log_density
 from dpgmm_ppl.distributions import GaussianMixture
-from dpgmm_ppl.infer.nuts import (
-    _CANDIDATES_PER_CHAIN,
-    NUTS,
-    _descend,
-    _sort_by_weight,
-    resolve_dense_mass,
-)
+from dpgmm_ppl.infer._nuts_starts import CANDIDATES_PER_CHAIN, descend as descend_fn, sort_by_weight
+from dpgmm_ppl.infer.nuts import NUTS, resolve_dense_mass
 from dpgmm_ppl.model import dpgmm
 from dpgmm_ppl.priors import Priors
 
@@ -120,12 +115,12 @@ def make_replication(
         potential_fn_gen=lambda data: lambda position: density.potential_fn(position, data),
         algo="NUTS",
     )
-    descend = _descend(density, num_init_steps) if num_init_steps else None
+    descend = descend_fn(density, num_init_steps) if num_init_steps else None
 
     def start(rng_key, data):
         # As the backend does for one chain: the best of a few descended
         # k-means++ seedings, components in order of decreasing weight.
-        keys = jax.random.split(rng_key, _CANDIDATES_PER_CHAIN if descend else 1)
+        keys = jax.random.split(rng_key, CANDIDATES_PER_CHAIN if descend else 1)
         positions = jax.vmap(lambda key: density.seed_position(key, data))(keys)
         if descend is None:
             return jax.tree_util.tree_map(lambda leaf: leaf[0], positions)
@@ -137,7 +132,7 @@ def make_replication(
         if order == "size-biased":
             values = _size_biased_order(keys[0], values)
         else:
-            values = _sort_by_weight(values)
+            values = sort_by_weight(values)
         return density.unconstrain_fn(values)
 
     dense_mass = resolve_dense_mass(options["dense_mass"], num_warmup, density.init_position)

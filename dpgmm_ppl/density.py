@@ -12,6 +12,7 @@ through the same compiled function.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -33,7 +34,10 @@ from dpgmm_ppl.reparam import (
 )
 from dpgmm_ppl.sharding import shard_data
 
-__all__ = ["LogDensity", "build_log_density", "rechart", "LATENT_SITES", "PARAMETERIZATIONS"]
+__all__ = [
+    "DensityParams", "LogDensity", "build_log_density", "bucket_size", "rechart",
+    "LATENT_SITES", "PARAMETERIZATIONS",
+]
 
 #: The latent sites of :func:`~dpgmm_ppl.dpgmm` with ``covariance="diag"``, in
 #: a fixed order; ``"full"`` adds ``corr_cholesky`` and ``scale_tril``
@@ -110,6 +114,12 @@ class LogDensity(NamedTuple):
     num_centered_sticks : int
         With ``parameterization="noncentered"``: how many of the first
         sticks are in the centred chart all the same (:func:`rechart`).
+    program : object
+        The compiled functions that every density of this shape, chart and
+        prior structure shares (built once per process).
+    params : DensityParams
+        This density's arguments to them: the priors in the frame, the
+        frame, the number of real rows. :meth:`bind` swaps them.
     """
 
     data: Any
@@ -130,6 +140,8 @@ class LogDensity(NamedTuple):
     latent_sites: tuple = LATENT_SITES
     data_in_data_units: bool = False
     num_centered_sticks: int = 0
+    program: Any = None
+    params: Any = None
 
     @property
     def num_components(self) -> int:
@@ -157,15 +169,60 @@ class LogDensity(NamedTuple):
         np.divide(rows, self.frame.unit.astype(dtype), out=rows)
         return rows
 
-    def seed_position(self, rng_key, rows):
-        """An unconstrained start seeded by k-means++ on ``rows`` of :attr:`data`.
+    def seed_position(self, rng_key, data):
+        """An unconstrained start seeded by k-means++ on the real rows of ``data``.
 
-        Traceable; the backends call it once per restart or chain.
+        ``data`` is :attr:`data` (or rows of it for host data): rows past
+        :attr:`num_data`, the padding, are never picked. Traceable; the
+        backends call it once per restart or chain.
         """
         seeded = kmeanspp_init(
-            rng_key, rows, self.num_components, self.model_kwargs["priors"]
+            rng_key, data, self.num_components, self.model_kwargs["priors"],
+            num_data=self.num_data,
         )
         return self.standard_unconstrain_fn(seeded)
+
+    def bind(self, params):
+        """This density with other arguments (traced ones, inside a compiled
+        program that serves every data set of its shape).
+
+        Inside the program, :attr:`num_data` is the traced number of real rows.
+        """
+        return _bound(
+            self.program, params,
+            data=self.data, num_data=params.num_data, priors=self.priors, frame=params.frame,
+            init_position=self.init_position, covariance=self.covariance,
+            num_components=self.num_components, parameterization=self.parameterization,
+            num_centered_sticks=self.num_centered_sticks,
+            data_in_data_units=self.data_in_data_units,
+        )
+
+
+#: The smallest bucket of rows (:func:`bucket_size`).
+MIN_BUCKET_ROWS = 64
+
+#: Buckets per doubling of the rows: padding adds at most 1/8 of them.
+BUCKETS_PER_OCTAVE = 8
+
+
+def bucket_size(num_rows):
+    """The rows that ``num_rows`` points are padded to, so nearby sizes share programs.
+
+    At least :data:`MIN_BUCKET_ROWS`; above it, the next of
+    :data:`BUCKETS_PER_OCTAVE` evenly spaced sizes between two powers of
+    two, so the padding is at most an eighth of the data.
+
+    Examples
+    --------
+    >>> [bucket_size(n) for n in (10, 64, 65, 82, 150, 217, 218, 272, 1000)]
+    [64, 64, 72, 88, 160, 224, 224, 288, 1024]
+    """
+    num_rows = int(num_rows)
+    if num_rows <= MIN_BUCKET_ROWS:
+        return MIN_BUCKET_ROWS
+    octave = 1 << (num_rows.bit_length() - 1)
+    step = max(1, octave // BUCKETS_PER_OCTAVE)
+    return -(-num_rows // step) * step
 
 
 def _counted(name, counts):
@@ -255,6 +312,7 @@ def build_log_density(
     frame=None,
     rng_key=None,
     num_centered_sticks=0,
+    num_rows=None,
 ) -> LogDensity:
     """Trace the DP-GMM once on ``data`` and return its shared log-density.
 
@@ -299,6 +357,11 @@ def build_log_density(
         With ``parameterization="noncentered"``: the first sticks that stay
         in the centred chart, site ``weights_logits``
         (:class:`~dpgmm_ppl.reparam.NonCenteredStickBreaking`, :func:`rechart`).
+    num_rows : int, optional
+        Pad the data on the device to this many rows (copies of the last
+        one, masked out of the likelihood), so that data sets of nearby
+        sizes share compiled programs (:func:`bucket_size`). The density is
+        the same as without the padding, up to float rounding.
 
     Returns
     -------
@@ -336,15 +399,17 @@ def build_log_density(
     if keep_data_on_host:
         data = host_data
     else:
-        data = jnp.asarray(frame.standardize_data(host_data, dtype))
+        data = frame.standardize_data(host_data, dtype)
+        if num_rows is not None and num_rows > num_data:
+            # Copies of the last row, masked out of the likelihood.
+            data = np.concatenate([data, np.repeat(data[-1:], num_rows - num_data, axis=0)])
+        data = jnp.asarray(data)
     del host_data
     if mesh is not None:
-        data, num_data = shard_data(data, mesh)
-    model_kwargs = {
-        "num_components": num_components, "priors": standard_priors, "covariance": covariance
-    }
+        data, _ = shard_data(data, mesh)
     return _in_chart(
-        data, num_data, model_kwargs, priors, frame, init_values,
+        data, num_data, priors, frame, init_values,
+        covariance=covariance, num_components=num_components,
         parameterization=parameterization,
         num_centered_sticks=num_centered_sticks,
         keep_data_on_host=keep_data_on_host,
@@ -393,84 +458,182 @@ def rechart(density, num_centered_sticks):
         )
     init_values = density.standard_constrain_fn(density.init_position)
     return _in_chart(
-        density.data, density.num_data, density.model_kwargs, density.priors, density.frame,
-        init_values,
+        density.data, density.num_data, density.priors, density.frame, init_values,
+        covariance=density.covariance, num_components=density.num_components,
         parameterization="noncentered",
         num_centered_sticks=num_centered_sticks,
         keep_data_on_host=density.data_in_data_units,
     )
 
 
-def _in_chart(
-    data, num_data, model_kwargs, priors, frame, init_values, *,
-    parameterization, num_centered_sticks, keep_data_on_host,
-):
-    """The jitted functions of the position, in one chart, on standardised ``data``."""
-    num_components = model_kwargs["num_components"]
-    covariance = model_kwargs["covariance"]
-    # Data and parameters in data units against the frame: constant log-Jacobians.
-    data_log_jacobian = num_data * frame.log_unit
-    log_joint_offset = frame.log_joint_offset(
-        num_data, num_components, covariance, priors.fixed_scale is not None
+class DensityParams(NamedTuple):
+    """What varies between densities of one shape: the arguments of its compiled functions.
+
+    A pytree: two fits whose data have the same shape and whose priors have
+    the same structure share every compiled program, with these as arguments.
+
+    Attributes
+    ----------
+    priors : Priors
+        The priors mapped into the frame.
+    frame : Frame
+        Centre and unit of the standardised frame.
+    num_data : Array
+        The number of real rows (int32); rows past it are padding, kept out
+        of the likelihood by a mask.
+    data_log_jacobian : Array
+        ``num_data * sum(log(unit))``: the data's map to data units.
+    log_joint_offset : Array
+        The log joint in data units minus the log joint in the frame.
+    """
+
+    priors: Priors
+    frame: Frame
+    num_data: Any
+    data_log_jacobian: Any
+    log_joint_offset: Any
+
+
+class _TraceCounts(Mapping):
+    """The traces of a shared program's functions since one density was built."""
+
+    def __init__(self, counts):
+        self._counts = counts
+        self._baseline = dict(counts)
+
+    def __getitem__(self, name):
+        return self._counts[name] - self._baseline[name]
+
+    def __iter__(self):
+        return iter(self._counts)
+
+    def __len__(self):
+        return len(self._counts)
+
+    def __repr__(self):
+        return repr(dict(self))
+
+
+class _ChartProgram(NamedTuple):
+    """The jitted functions of one chart, shared by every density of its shape."""
+
+    potential: Callable
+    minibatch_potential: Callable
+    log_joint: Callable
+    standard_constrain: Callable
+    constrain: Callable
+    standard_unconstrain: Callable
+    unconstrain: Callable
+    latent_sites: tuple
+    counts: dict
+    init_unconstrain: Callable
+    key: tuple
+
+
+def _params(priors, frame, num_data, num_components, covariance, dtype):
+    """The :class:`DensityParams` of a density, as arrays of ``dtype``."""
+    as_array = lambda value: None if value is None else np.asarray(value, dtype)
+    standard = frame.standardize_priors(priors)
+    standard = jax.tree_util.tree_map(as_array, standard)
+    return DensityParams(
+        priors=standard,
+        frame=Frame(*(np.asarray(part, dtype) for part in frame)),
+        num_data=np.asarray(num_data, np.int32),
+        data_log_jacobian=as_array(num_data * frame.log_unit),
+        log_joint_offset=as_array(
+            frame.log_joint_offset(
+                num_data, num_components, covariance, priors.fixed_scale is not None
+            )
+        ),
     )
+
+
+def _example_priors(event_shape, has_fixed_scale, corr_concentration):
+    """Resolved priors of the right structure, for tracing the model's sites."""
+    unit = np.ones(event_shape, np.float32)
+    return Priors(
+        fixed_scale=unit if has_fixed_scale else None,
+        corr_concentration=corr_concentration,
+    ).resolve(np.stack([-unit, unit]))
+
+
+@functools.lru_cache(maxsize=64)
+def _chart_program(
+    event_shape, dtype, num_components, covariance, parameterization, num_centered_sticks,
+    has_fixed_scale, corr_concentration,
+):
+    """The jitted functions of the position for one shape and chart, built once per process.
+
+    Everything that differs between data sets of this shape (the data, the
+    priors, the frame, the number of rows) is an argument, so fits of other
+    data reuse what the first one compiled.
+    """
     if parameterization == "noncentered":
         reparam = NonCenteredStickBreaking(num_centered=num_centered_sticks)
         model = handlers.reparam(dpgmm, config={"weights": reparam})
     else:
         model = dpgmm
     # The transforms do not depend on the data: one dummy row keeps those traces cheap.
-    dummy = jnp.zeros((1,) + data.shape[1:], data.dtype)
+    dummy = jnp.zeros((1,) + event_shape, dtype)
+    example_kwargs = {
+        "num_components": num_components,
+        "covariance": covariance,
+        "priors": _example_priors(event_shape, has_fixed_scale, corr_concentration),
+    }
     sampled_sites = [
-        name for name, kind in _site_kinds(model, dummy, model_kwargs).items() if kind == "latent"
+        name for name, kind in _site_kinds(model, dummy, example_kwargs).items() if kind == "latent"
     ]
     latent_sites = tuple(
-        name for name, kind in _site_kinds(dpgmm, dummy, model_kwargs).items() if kind != "observed"
+        name for name, kind in _site_kinds(dpgmm, dummy, example_kwargs).items()
+        if kind != "observed"
     )
     counts = {
         "potential_fn": 0, "minibatch_potential_fn": 0, "log_joint_fn": 0, "constrain_fn": 0
     }
 
-    def data_kwargs(data):
-        # Rows past ``num_data`` are the padding of a sharded data set.
-        if data.shape[0] > num_data:
-            return {"data": data, "mask": jnp.arange(data.shape[0]) < num_data}
-        return {"data": data}
+    def model_kwargs(params):
+        return {"num_components": num_components, "covariance": covariance, "priors": params.priors}
+
+    def data_kwargs(data, params):
+        # Rows past ``num_data`` pad the data to a shape shared with other
+        # data sets, or to a multiple of the devices of a mesh.
+        return {"data": data, "mask": jnp.arange(data.shape[0]) < params.num_data}
 
     @jax.jit
     @_counted("potential_fn", counts)
-    def potential(position, data):
-        energy = potential_energy(model, (), {**data_kwargs(data), **model_kwargs}, position)
-        return energy + data_log_jacobian
+    def potential(position, data, params):
+        kwargs = {**data_kwargs(data, params), **model_kwargs(params)}
+        return potential_energy(model, (), kwargs, position) + params.data_log_jacobian
 
     @jax.jit
     @_counted("minibatch_potential_fn", counts)
-    def minibatch_potential(position, batch):
-        kwargs = {"data": batch, "num_data": num_data, **model_kwargs}
-        return potential_energy(model, (), kwargs, position) + data_log_jacobian
+    def minibatch_potential(position, batch, params):
+        kwargs = {"data": batch, "num_data": params.num_data, **model_kwargs(params)}
+        return potential_energy(model, (), kwargs, position) + params.data_log_jacobian
 
     @jax.jit
     @_counted("constrain_fn", counts)
-    def standard_constrain(position):
+    def standard_constrain(position, params):
         values = constrain_fn(
-            model, (), {"data": dummy, **model_kwargs}, position, return_deterministic=True
+            model, (), {"data": dummy, **model_kwargs(params)}, position,
+            return_deterministic=True,
         )
         return {name: values[name] for name in latent_sites}
 
     @jax.jit
     @_counted("constrain_fn", counts)
-    def constrain(position):
-        return frame.to_data_units(standard_constrain(position), xp=jnp)
+    def constrain(position, params):
+        return params.frame.to_data_units(standard_constrain(position, params), xp=jnp)
 
     @jax.jit
     @_counted("log_joint_fn", counts)
-    def log_joint(position, data):
-        values = standard_constrain(position)
-        log_joint_value, _ = log_density(
-            dpgmm, (), {**data_kwargs(data), **model_kwargs}, values
-        )
-        return log_joint_value + log_joint_offset
+    def log_joint(position, data, params):
+        values = standard_constrain(position, params)
+        kwargs = {**data_kwargs(data, params), **model_kwargs(params)}
+        log_joint_value, _ = log_density(dpgmm, (), kwargs, values)
+        return log_joint_value + params.log_joint_offset
 
-    def standard_unconstrain(values):
+    def standard_unconstrain(values, params):
         # Starts seeded for diagonal covariances (k-means++) fit every structure.
         values = with_covariance_sites(dict(values), covariance)
         if parameterization == "noncentered" and num_components > 1:
@@ -488,32 +651,82 @@ def _in_chart(
                     coordinates_from_log_weights(log_weights, values["alpha"], centered)
                 )
         sampled = {name: values[name] for name in sampled_sites}
-        return unconstrain_fn(model, (), {"data": dummy, **model_kwargs}, sampled)
+        kwargs = {"data": dummy, **model_kwargs(params)}
+        return unconstrain_fn(model, (), kwargs, sampled)
 
     @jax.jit
-    def unconstrain(values):
+    def unconstrain(values, params):
         values = with_covariance_sites(dict(values), covariance)
-        return standard_unconstrain(frame.from_data_units(values, xp=jnp))
+        return standard_unconstrain(params.frame.from_data_units(values, xp=jnp), params)
 
+    return _ChartProgram(
+        potential=potential,
+        minibatch_potential=minibatch_potential,
+        log_joint=log_joint,
+        standard_constrain=standard_constrain,
+        constrain=constrain,
+        standard_unconstrain=standard_unconstrain,
+        unconstrain=unconstrain,
+        latent_sites=latent_sites,
+        counts=counts,
+        init_unconstrain=jax.jit(standard_unconstrain),
+        key=(
+            event_shape, str(dtype), num_components, covariance, parameterization,
+            num_centered_sticks, has_fixed_scale, corr_concentration,
+        ),
+    )
+
+
+def _in_chart(
+    data, num_data, priors, frame, init_values, *,
+    covariance, num_components, parameterization, num_centered_sticks, keep_data_on_host,
+):
+    """The density of ``data`` in one chart: the shared program and this data set's arguments."""
+    num_centered = (
+        min(num_centered_sticks, num_components - 1) if parameterization == "noncentered" else 0
+    )
+    dtype = np.dtype(data.dtype)
+    program = _chart_program(
+        tuple(data.shape[1:]), dtype, num_components, covariance, parameterization,
+        num_centered, priors.fixed_scale is not None, priors.corr_concentration,
+    )
+    params = _params(priors, frame, num_data, num_components, covariance, dtype)
+    return _bound(
+        program, params,
+        data=data, num_data=num_data, priors=priors, frame=frame,
+        init_position=program.init_unconstrain(init_values, params),
+        covariance=covariance, num_components=num_components,
+        parameterization=parameterization, num_centered_sticks=num_centered,
+        data_in_data_units=keep_data_on_host,
+    )
+
+
+def _bound(program, params, *, data, num_data, priors, frame, init_position, covariance,
+           num_components, parameterization, num_centered_sticks, data_in_data_units):
+    """A :class:`LogDensity` whose functions evaluate ``program`` at ``params``."""
     return LogDensity(
         data=data,
         num_data=num_data,
-        model_kwargs=model_kwargs,
+        model_kwargs={
+            "num_components": num_components, "priors": params.priors, "covariance": covariance
+        },
         parameterization=parameterization,
-        init_position=standard_unconstrain(init_values),
-        potential_fn=potential,
-        minibatch_potential_fn=minibatch_potential,
-        log_joint_fn=log_joint,
-        constrain_fn=constrain,
-        unconstrain_fn=unconstrain,
-        trace_counts=counts,
+        init_position=init_position,
+        potential_fn=lambda position, data: program.potential(position, data, params),
+        minibatch_potential_fn=lambda position, batch: program.minibatch_potential(
+            position, batch, params
+        ),
+        log_joint_fn=lambda position, data: program.log_joint(position, data, params),
+        constrain_fn=lambda position: program.constrain(position, params),
+        unconstrain_fn=lambda values: program.unconstrain(values, params),
+        trace_counts=_TraceCounts(program.counts),
         priors=priors,
         frame=frame,
-        standard_unconstrain_fn=standard_unconstrain,
-        standard_constrain_fn=standard_constrain,
-        latent_sites=latent_sites,
-        data_in_data_units=keep_data_on_host,
-        num_centered_sticks=min(num_centered_sticks, num_components - 1)
-        if parameterization == "noncentered"
-        else 0,
+        standard_unconstrain_fn=lambda values: program.standard_unconstrain(values, params),
+        standard_constrain_fn=lambda position: program.standard_constrain(position, params),
+        latent_sites=program.latent_sites,
+        data_in_data_units=data_in_data_units,
+        num_centered_sticks=num_centered_sticks,
+        program=program,
+        params=params,
     )

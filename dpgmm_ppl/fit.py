@@ -202,7 +202,9 @@ class Fit:
     history_steps : np.ndarray or None
         Step at which each history frame was recorded.
     timing : dict
-        ``compile_seconds`` and ``run_seconds``.
+        ``compile_seconds``: the wall time JAX spent tracing, lowering and
+        compiling during the ``fit`` call (0 when an earlier fit of the same
+        shape compiled everything); ``run_seconds``: the backend's run.
     options : dict
         The backend options used.
     rng_key : np.ndarray

@@ -16,17 +16,24 @@ import jax.numpy as jnp
 __all__ = ["kmeanspp_init"]
 
 
-def _kmeanspp_centers(rng_key, points, num_components):
-    """k-means++ seeding: each new centre is drawn with probability ~ squared distance."""
+def _kmeanspp_centers(rng_key, points, num_components, num_valid, valid):
+    """k-means++ seeding: each new centre is drawn with probability ~ squared distance.
+
+    Only the first ``num_valid`` points (all where ``valid`` is ``None``) are
+    drawn; the draws are the same as on those points alone.
+    """
     keys = jax.random.split(rng_key, num_components)
-    first = points[jax.random.randint(keys[0], (), 0, points.shape[0])]
+    first = points[jax.random.randint(keys[0], (), 0, num_valid)]
     centers = jnp.zeros((num_components, points.shape[1]), points.dtype).at[0].set(first)
     sq_dist = jnp.sum((points - first) ** 2, axis=-1)
     tiny = jnp.finfo(points.dtype).tiny
 
     def add_center(k, carry):
         centers, sq_dist = carry
-        index = jax.random.categorical(keys[k], jnp.log(sq_dist + tiny))
+        logits = jnp.log(sq_dist + tiny)
+        if valid is not None:
+            logits = jnp.where(valid, logits, -jnp.inf)
+        index = jax.random.categorical(keys[k], logits)
         center = points[index]
         sq_dist = jnp.minimum(sq_dist, jnp.sum((points - center) ** 2, axis=-1))
         return centers.at[k].set(center), sq_dist
@@ -35,7 +42,7 @@ def _kmeanspp_centers(rng_key, points, num_components):
     return centers
 
 
-def kmeanspp_init(rng_key, data, num_components, priors):
+def kmeanspp_init(rng_key, data, num_components, priors, num_data=None):
     """Constrained starting values of every latent site, seeded by k-means++.
 
     Parameters
@@ -49,6 +56,10 @@ def kmeanspp_init(rng_key, data, num_components, priors):
     priors : Priors
         Resolved priors; the prior mode of a scale fills in for components
         that are seeded with fewer than two points.
+    num_data : int or Array, optional
+        The rows of ``data`` that are real; the rest (padding that gives data
+        sets of nearby sizes one shape) are never drawn or counted, and the
+        seeding is the one of the real rows alone. ``None``: every row.
 
     Returns
     -------
@@ -67,10 +78,18 @@ def kmeanspp_init(rng_key, data, num_components, priors):
     [-5, 5]
     """
     points = data[:, None] if data.ndim == 1 else data
-    centers = _kmeanspp_centers(rng_key, points, num_components)
+    num_rows = points.shape[0]
+    if num_data is None or (isinstance(num_data, int) and num_data >= num_rows):
+        num_valid, valid = num_rows, None
+    else:
+        num_valid = jnp.minimum(num_data, num_rows)
+        valid = jnp.arange(num_rows) < num_valid
+    centers = _kmeanspp_centers(rng_key, points, num_components, num_valid, valid)
     sq_dist = jnp.sum((points[:, None, :] - centers[None]) ** 2, axis=-1)
     nearest = jnp.argmin(sq_dist, axis=-1)
     one_hot = jax.nn.one_hot(nearest, num_components, dtype=points.dtype)
+    if valid is not None:
+        one_hot = one_hot * valid[:, None]
     counts = one_hot.sum(axis=0)
     sq_dev = one_hot.T @ (points**2) - 2 * centers * (one_hot.T @ points) + counts[:, None] * centers**2
     prior_mode = jnp.broadcast_to(
@@ -78,7 +97,7 @@ def kmeanspp_init(rng_key, data, num_components, priors):
     )
     # One pseudo-observation at the prior mode keeps singleton seeds away from
     # zero; the floor covers priors whose mode is (nearly) zero.
-    spread = jnp.std(points, axis=0)
+    spread = jnp.std(points, axis=0, where=None if valid is None else valid[:, None])
     floor = 1e-2 * jnp.where(spread > 0, spread, 1.0)
     scale = jnp.sqrt((jnp.maximum(sq_dev, 0.0) + prior_mode**2) / (counts[:, None] + 1.0))
     scale = jnp.maximum(scale, floor)

@@ -203,3 +203,27 @@ class Priors:
                 xp.asarray(value, dtype=xp.float32), mean.shape
             ).copy()
         return dataclasses.replace(self, **filled)
+
+
+#: The fields that a compiled program takes as arguments; ``corr_concentration``
+#: sets the LKJ prior's normaliser on the host and stays part of its structure.
+_TRACED_FIELDS = _SCALAR_FIELDS + _DATA_FIELDS + _OPTIONAL_FIELDS
+
+
+def _flatten_priors(priors):
+    return tuple(getattr(priors, name) for name in _TRACED_FIELDS), priors.corr_concentration
+
+
+def _unflatten_priors(corr_concentration, children):
+    # No validation: the children are tracers, or placeholders that JAX
+    # passes while it transforms a tree.
+    priors = object.__new__(Priors)
+    for name, value in zip(_TRACED_FIELDS, children):
+        object.__setattr__(priors, name, value)
+    object.__setattr__(priors, "corr_concentration", corr_concentration)
+    return priors
+
+
+# Priors is a pytree, so that compiled programs take them as an argument and
+# one program serves fits with other priors (``None`` fields are empty subtrees).
+jax.tree_util.register_pytree_node(Priors, _flatten_priors, _unflatten_priors)

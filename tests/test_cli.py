@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import jax
@@ -427,29 +426,18 @@ def test_minibatch_chunks_are_counted_as_they_finish():
     assert bar.count == 1300
 
 
-def test_nuts_hands_progress_bar_to_numpyro(monkeypatch):
-    import dpgmm_ppl.infer.nuts as nuts
-
-    class Stop(Exception):
-        pass
-
-    seen = {}
-
-    def record(*args, **kwargs):
-        seen.update(kwargs)
-        raise Stop
-
-    # No starting points and no log-density either: nothing is compiled.
-    monkeypatch.setattr(nuts, "_init_positions", lambda *args: {})
-    monkeypatch.setattr(nuts, "MCMC", record)
-    density = types.SimpleNamespace(parameterization="noncentered", data=None, init_position={},
-                                    num_components=1, num_centered_sticks=0)
-    options = {**nuts.NUTS.defaults, "num_init_steps": 0, "init_inverse_mass": "identity"}
-    for value in (True, False):
-        with pytest.raises(Stop):
-            nuts.run_nuts(jax.random.PRNGKey(0), density, num_chains=1,
-                          **{**options, "progress_bar": value})
-        assert seen["progress_bar"] is value
+@pytest.mark.slow
+def test_nuts_progress_bar_counts_every_iteration_and_changes_nothing(capsys):
+    """Two chains of 20 + 10 iterations, one after another: 60 on the bar."""
+    common = dict(backend="nuts", num_components=2, num_chains=2, num_warmup=20, num_samples=10,
+                  num_init_steps=0, rng_key=5)
+    quiet = dpgmm_ppl.fit(two_clusters_1d(2), **common)
+    assert capsys.readouterr().err == ""
+    shown = dpgmm_ppl.fit(two_clusters_1d(2), progress_bar=True, **common)
+    err = capsys.readouterr().err
+    assert "NUTS" in err and "60/60" in err
+    for name in quiet.samples:
+        np.testing.assert_array_equal(quiet.samples[name], shown.samples[name], err_msg=name)
     with pytest.raises(TypeError, match="progress_bar must be True or False, got 'yes'"):
         dpgmm_ppl.fit(two_clusters_1d(0), backend="map", progress_bar="yes")
 

@@ -141,8 +141,9 @@ def test_false_turns_no_cache_on(sandbox):
 
 def test_a_path_writes_there_and_a_later_path_moves_the_cache(sandbox):
     first, second = sandbox / "first", sandbox / "second"
-    # 21 points: a new shape, so the second fit compiles (and writes) again.
-    report = _fit_in_new_process(sandbox, [[20, str(first)], [21, str(second)]])
+    # 70 points: another bucket of rows (72, not 64), so the second fit
+    # compiles (and writes) again.
+    report = _fit_in_new_process(sandbox, [[20, str(first)], [70, str(second)]])
     assert report["cache_dir"] == str(second)
     assert _entries(first) and _entries(second)
     assert not set(_entries(first)) & set(_entries(second))

@@ -241,7 +241,7 @@ def test_starting_inverse_mass_is_one_over_the_hessian_diagonal(two_clusters_fit
     """Against jax.hessian of the flattened potential, an independent evaluation."""
     from jax.flatten_util import ravel_pytree
 
-    from dpgmm_ppl.infer.nuts import _hessian_inverse_mass
+    from dpgmm_ppl.infer._nuts_starts import hessian_inverse_mass as _hessian_inverse_mass
 
     fit, density = two_clusters_fit
     starts = _unconstrained(fit, density)
@@ -260,18 +260,26 @@ def test_starting_inverse_mass_is_one_over_the_hessian_diagonal(two_clusters_fit
 
 
 def test_warmup_options_reach_numpyro_s_kernel(monkeypatch):
-    import dpgmm_ppl.infer.nuts as nuts_module
+    import numpyro.infer.hmc
+
+    import dpgmm_ppl.infer._nuts_program as program_module
 
     class Stop(Exception):
         pass
 
     made = []
 
-    def record(*args, **kwargs):  # NumPyro's kernel is made, then nothing is run
-        made.append(kwargs)
-        raise Stop
+    def record(**kwargs):  # NumPyro's kernel is initialised, then nothing is run
+        init_kernel, sample_kernel = numpyro.infer.hmc.hmc(**kwargs)
 
-    monkeypatch.setattr(nuts_module, "NUTSKernel", record)
+        def recording_init(start, num_warmup, **options):
+            made.append(options)
+            raise Stop
+
+        return recording_init, sample_kernel
+
+    monkeypatch.setattr(program_module, "hmc", record)
+    monkeypatch.setattr(program_module, "cached_program", lambda key, build: build())
     data = np.random.default_rng(3).normal(size=60).astype(np.float32)
     common = dict(backend="nuts", num_components=2, num_warmup=20, num_samples=5,
                   num_init_steps=0, dense_mass=False, rng_key=0, centered_sticks=0)
@@ -283,6 +291,7 @@ def test_warmup_options_reach_numpyro_s_kernel(monkeypatch):
     assert made[0]["max_tree_depth"] == (3, 5)
     assert made[0]["inverse_mass_matrix"].shape == (2 + 2 + 1 + 1,)  # loc, scale, alpha, stick
     assert made[1]["max_tree_depth"] == 10 and made[1]["inverse_mass_matrix"] is None
+    assert made[1]["dense_mass"] is False and made[1]["target_accept_prob"] == 0.9
 
 
 def test_centred_sticks_are_those_with_enough_points_after_them():

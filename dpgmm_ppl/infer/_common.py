@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import time
 
 import jax
@@ -11,6 +12,40 @@ import optax
 
 #: ``chain_method`` values of the optimisers (MAP, SVI).
 OPTIMIZER_CHAIN_METHODS = ("vectorized", "sequential")
+
+
+class CompileTimer:
+    """Wall time JAX spends tracing, lowering and compiling while active.
+
+    JAX reports each of these phases as a time span through
+    :mod:`jax.monitoring`; spans nest (tracing an outer function traces the
+    inner ones), so the timer measures the union of the spans, not their sum.
+    """
+
+    _PREFIX = "/jax/core/compile/"
+
+    def __init__(self):
+        self.spans = []
+
+    def _record(self, event, start_time, end_time, **kwargs):
+        if event.startswith(self._PREFIX):
+            self.spans.append((start_time, end_time))
+
+    def __enter__(self):
+        jax.monitoring.register_event_time_span_listener(self._record)
+        return self
+
+    def __exit__(self, *exc_info):
+        jax.monitoring.unregister_event_time_span_listener(self._record)
+
+    @property
+    def seconds(self) -> float:
+        total, end = 0.0, -np.inf
+        for span_start, span_end in sorted(self.spans):
+            if span_end > end:
+                total += span_end - max(span_start, end)
+                end = span_end
+        return total
 
 
 def tree_all_finite(tree):
@@ -70,20 +105,63 @@ def check_optimizer_options(options, *, example):
         )
 
 
+#: Backend programs kept per process, and the executables compiled from them.
+MAX_CACHED_PROGRAMS = 64
+_PROGRAMS = collections.OrderedDict()
+_EXECUTABLES = collections.OrderedDict()
+
+#: How many backend programs were built (traced) and compiled in this process.
+PROGRAM_COUNTS = {"built": 0, "compiled": 0}
+
+
+def _remember(cache, key, value):
+    cache[key] = value
+    while len(cache) > MAX_CACHED_PROGRAMS:
+        cache.popitem(last=False)
+    return value
+
+
+def cached_program(key, build):
+    """The program for the hashable ``key``, built by ``build()`` the first time.
+
+    ``key`` holds everything that shapes the program and is not one of its
+    arguments (the backend, its static options, the density's shape and
+    chart); a fit whose key was seen before runs what was compiled for it.
+    """
+    try:
+        program = _PROGRAMS.pop(key)
+    except KeyError:
+        PROGRAM_COUNTS["built"] += 1
+        program = build()
+    return _remember(_PROGRAMS, key, program)
+
+
+def _signature(args):
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    return treedef, tuple(
+        (np.shape(leaf), getattr(leaf, "dtype", type(leaf)), getattr(leaf, "weak_type", False),
+         getattr(leaf, "sharding", None))
+        for leaf in leaves
+    )
+
+
 def chains_program(run_chain, chain_method):
-    """``run_chain(key, data)`` over a batch of keys, jitted: vmapped or one after another.
+    """``run_chain(key, *args)`` over a batch of keys, jitted: vmapped or one after another.
 
     ``"vectorized"`` runs the chains under ``vmap``; ``"sequential"`` under
     ``lax.map``, in the same compiled program (see
     :func:`resolve_optimizer_chain_method` for the default).
     """
     if resolve_optimizer_chain_method(chain_method) == "vectorized":
-        return jax.jit(jax.vmap(run_chain, in_axes=(0, None)))
-    return jax.jit(lambda keys, data: jax.lax.map(lambda key: run_chain(key, data), keys))
+        return jax.jit(jax.vmap(run_chain, in_axes=(0, None, None)))
+    return jax.jit(
+        lambda keys, data, params: jax.lax.map(lambda key: run_chain(key, data, params), keys)
+    )
 
 
 def compile_and_run(program, args, bar):
-    """Compile the jitted ``program`` for ``args``, then run it, the progress ``bar`` open.
+    """Compile the jitted ``program`` for ``args`` (or take what was compiled
+    for arguments of the same shapes), then run it, the progress ``bar`` open.
 
     Returns
     -------
@@ -92,7 +170,12 @@ def compile_and_run(program, args, bar):
     """
     with bar:
         start = time.perf_counter()
-        compiled = program.lower(*args).compile()
+        key = (program, _signature(args))
+        compiled = _EXECUTABLES.pop(key, None)
+        if compiled is None:
+            PROGRAM_COUNTS["compiled"] += 1
+            compiled = program.lower(*args).compile()
+        _remember(_EXECUTABLES, key, compiled)
         compile_seconds = time.perf_counter() - start
         bar.start()
         start = time.perf_counter()

@@ -6,6 +6,10 @@ compiled loop a function to call once per block of steps (MAP and SVI call it
 once per ``history_every`` steps, never once per step: every call is a trip
 to the host). Switched off, it adds nothing to the traced program, so the
 compiled loop, and its result, are the same with and without a bar.
+
+A compiled program outlives the fit that traced it (later fits of the same
+shape run it again), so the callback it holds advances whichever bar is
+open when it runs, not the bar that was open when it was traced.
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ class StepBar:
     (2.0, 4)
     """
 
+    #: The bar that the compiled callbacks advance: the one open now.
+    _open = None
+
     def __init__(self, desc, total, *, enabled):
         self.desc = desc
         self.total = int(total)
@@ -66,7 +73,7 @@ class StepBar:
         one report per chain.
         """
         if self.enabled:
-            jax.debug.callback(self._advance, num_steps, dependency)
+            jax.debug.callback(_advance_open_bar, num_steps, dependency)
 
     def report_if(self, predicate, num_steps, dependency):
         """Traced: :meth:`report` where ``predicate`` holds (a ``lax.cond``)."""
@@ -94,6 +101,7 @@ class StepBar:
             self._bar.update(int(num_steps))
 
     def __enter__(self):
+        StepBar._open = self
         if self.enabled:
             from tqdm import tqdm
 
@@ -104,6 +112,12 @@ class StepBar:
         return self
 
     def __exit__(self, *exc_info):
+        StepBar._open = None
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def _advance_open_bar(num_steps, dependency):
+    if StepBar._open is not None:
+        StepBar._open._advance(num_steps, dependency)

@@ -67,17 +67,22 @@ import optax
 from dpgmm_ppl._frame import UNITS_PER_SPREAD
 from dpgmm_ppl._validation import check_parameterization, check_positive_int
 from dpgmm_ppl.infer._common import (
+    cached_program,
     chains_program,
     check_optimizer_options,
     compile_and_run,
     guarded_update,
     history_steps,
+    resolve_optimizer_chain_method,
     tree_all_finite,
 )
 from dpgmm_ppl.infer._progress import StepBar, check_progress_bar
 from dpgmm_ppl.infer.base import Backend, BackendOutput, check_chart
 
 __all__ = ["MAP", "OBJECTIVES", "run_map"]
+
+#: The notebook's optimiser, one object for every fit, so that fits share its program.
+DEFAULT_OPTIMIZER = optax.adam(0.05)
 
 #: A scale below this fraction of the data's spread counts as collapsed.
 COLLAPSE_RATIO = 1e-4
@@ -223,6 +228,34 @@ def _make_chain_runner(density, optimizer, num_steps, history_every, bar, object
     return run_chain
 
 
+def _make_restart(template, optimizer, num_steps, history_every, bar, objective):
+    """``restart(key, data, params)``: one restart, seeded, descended and evaluated.
+
+    Seeding, optimisation and the final evaluations form one compiled
+    program: every separate jit would cost its own XLA compilation.
+    ``template`` gives the density's shape and chart; its data and priors
+    come in as ``data`` and ``params``.
+    """
+
+    def restart(key, data, params):
+        density = template.bind(params)
+        loss = objective_fn(density, objective)
+        run_chain = _make_chain_runner(
+            density, optimizer, num_steps, history_every, bar, objective, loss
+        )
+        # The seeding skips the padding rows.
+        start = density.seed_position(key, data)
+        position, losses, frames = run_chain(start, data)
+        stats = {
+            "objective": -loss(position, data),
+            "lp": -density.potential_fn(position, data),
+            "log_joint": density.log_joint_fn(position, data),
+        }
+        return position, losses, jax.vmap(density.constrain_fn)(frames), stats
+
+    return restart
+
+
 def _spread_ratio(history, data_spread):
     """Each component's narrowest spread over the data's, per frame: (chain, frame, K).
 
@@ -328,30 +361,25 @@ def run_map(
         One draw per chain; ``losses`` of shape ``(num_chains, num_steps)``.
     """
     check_chart(density, parameterization)
-    optimizer = optax.adam(0.05) if optimizer is None else optimizer
+    optimizer = DEFAULT_OPTIMIZER if optimizer is None else optimizer
     bar = StepBar("MAP", num_chains * num_steps, enabled=progress_bar)
-    loss = objective_fn(density, objective)
-    run_chain = _make_chain_runner(
-        density, optimizer, num_steps, history_every, bar, objective, loss
+    # Everything that shapes the program; the data, priors, frame and keys
+    # are its arguments, so a later fit with the same key runs it as it is.
+    program_key = (
+        "map", density.program.key, optimizer, num_steps, history_every, objective,
+        resolve_optimizer_chain_method(chain_method), bool(progress_bar),
     )
-
-    def restart(key, data):
-        # Seeding, optimisation and the final evaluations form one compiled
-        # program: every separate jit would cost its own XLA compilation.
-        # The seeding skips the padding rows of a sharded data set.
-        start = density.seed_position(key, data[: density.num_data])
-        position, losses, frames = run_chain(start, data)
-        stats = {
-            "objective": -loss(position, data),
-            "lp": -density.potential_fn(position, data),
-            "log_joint": density.log_joint_fn(position, data),
-        }
-        return position, losses, jax.vmap(density.constrain_fn)(frames), stats
-
-    program = chains_program(restart, chain_method)
+    template = density._replace(data=None)
+    program = cached_program(
+        program_key,
+        lambda: chains_program(
+            _make_restart(template, optimizer, num_steps, history_every, bar, objective),
+            chain_method,
+        ),
+    )
     keys = jax.random.split(rng_key, num_chains)
     (positions, losses, history, stats), timing = compile_and_run(
-        program, (keys, density.data), bar
+        program, (keys, density.data, density.params), bar
     )
 
     steps = history_steps(num_steps, history_every)

@@ -1,11 +1,15 @@
 """NUTS: NumPyro's No-U-Turn sampler on the shared potential.
 
-The sampler is NumPyro's own (:class:`numpyro.infer.NUTS` driven by
-:class:`numpyro.infer.MCMC`), given the shared
-:attr:`~dpgmm_ppl.density.LogDensity.potential_fn` with the data bound in,
-rather than the model to trace again: the density NUTS explores is, bit for
-bit, the one MAP and SVI evaluate. It is the log joint of the unconstrained
-position, the log-Jacobian of NumPyro's transforms included.
+The sampler is NumPyro's own NUTS kernel, with its step-size and
+mass-matrix adaptation (:func:`numpyro.infer.hmc.hmc`, the functional form
+of :class:`numpyro.infer.NUTS`), on the shared
+:attr:`~dpgmm_ppl.density.LogDensity.potential_fn` rather than the model
+traced again: the density NUTS explores is, bit for bit, the one MAP and
+SVI evaluate. It is the log joint of the unconstrained position, the
+log-Jacobian of NumPyro's transforms included. The warmup and the draws of
+every chain run as one compiled program that takes the data and the priors
+as arguments (:mod:`dpgmm_ppl.infer._nuts_program`), so a later fit of data
+of the same shape compiles nothing.
 
 Starting points. By default (``num_init_steps=1000``) four k-means++
 seedings per chain (:func:`~dpgmm_ppl.initialization.kmeanspp_init`, as for
@@ -124,25 +128,26 @@ import time
 import warnings
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
-from jax.flatten_util import ravel_pytree
-from numpyro.infer import MCMC
-from numpyro.infer import NUTS as NUTSKernel
 from numpyro.infer.hmc_util import build_adaptation_schedule
 
 from dpgmm_ppl._validation import check_parameterization, check_positive_int
 from dpgmm_ppl.density import rechart
-from dpgmm_ppl.infer._common import guarded_update
-from dpgmm_ppl.infer._progress import check_progress_bar
+from dpgmm_ppl.infer._common import CompileTimer
+from dpgmm_ppl.infer._nuts_program import run_sampler
+from dpgmm_ppl.infer._nuts_starts import (
+    hessian_inverse_mass,
+    init_positions,
+    sorted_values,
+    unconstrain_all,
+)
+from dpgmm_ppl.infer._progress import StepBar, check_progress_bar
 from dpgmm_ppl.infer.base import Backend, BackendOutput, check_chart
-from dpgmm_ppl.reparam import log_weights_from_coordinates
 
 __all__ = ["NUTS", "centered_stick_count", "resolve_dense_mass", "run_nuts"]
 
-#: ``MCMC`` extra fields recorded per draw, and their ArviZ names.
-_EXTRA_FIELDS = {
+#: Fields of the kernel state recorded per draw, and their ArviZ names.
+_STAT_NAMES = {
     "potential_energy": "lp",
     "accept_prob": "acceptance_rate",
     "num_steps": "n_steps",
@@ -163,42 +168,6 @@ _SCOUT_FRACTION = 2
 _CENTERED_STICK_MIN_POINTS = 20
 _CENTERED_STICK_MIN_FRACTION = 0.01
 
-#: k-means++ seedings descended per chain when ``num_init_steps > 0``.
-_CANDIDATES_PER_CHAIN = 4
-
-
-class _CompileTimer:
-    """Wall time JAX spends tracing, lowering and compiling while active.
-
-    JAX reports each of these phases as a time span through
-    :mod:`jax.monitoring`; spans nest (tracing an outer function traces the
-    inner ones), so the timer measures the union of the spans, not their sum.
-    """
-
-    _PREFIX = "/jax/core/compile/"
-
-    def __init__(self):
-        self.spans = []
-
-    def _record(self, event, start_time, end_time, **kwargs):
-        if event.startswith(self._PREFIX):
-            self.spans.append((start_time, end_time))
-
-    def __enter__(self):
-        jax.monitoring.register_event_time_span_listener(self._record)
-        return self
-
-    def __exit__(self, *exc_info):
-        jax.monitoring.unregister_event_time_span_listener(self._record)
-
-    @property
-    def seconds(self) -> float:
-        total, end = 0.0, -np.inf
-        for span_start, span_end in sorted(self.spans):
-            if span_end > end:
-                total += span_end - max(span_start, end)
-                end = span_end
-        return total
 
 
 def _resolve_chain_method(chain_method, num_chains, data=None):
@@ -225,114 +194,8 @@ def _resolve_chain_method(chain_method, num_chains, data=None):
     return chain_method
 
 
-def _descend(density, num_steps):
-    """Adam on the potential, from a start towards its mode: ``(position, data) -> position``."""
-    optimizer = optax.adam(optax.cosine_decay_schedule(0.05, num_steps))
-    value_and_grad = jax.value_and_grad(density.potential_fn)
-
-    def descend(position, data):
-        def step(carry, _):
-            position, opt_state = carry
-            loss, grad = value_and_grad(position, data)
-            # A non-finite step keeps the last finite point, as MAP does.
-            position, opt_state, _ = guarded_update(optimizer, loss, grad, position, opt_state)
-            return (position, opt_state), None
-
-        carry = (position, optimizer.init(position))
-        (position, _), _ = jax.lax.scan(step, carry, None, length=num_steps)
-        return position
-
-    return descend
-
-
-def _sort_by_weight(values):
-    """Every per-component site (all but ``alpha``) in order of decreasing weight."""
-    order = jnp.argsort(-values.get("log_weights", values["weights"]))
-    return {name: value if name == "alpha" else value[order] for name, value in values.items()}
-
-
-def _with_log_weights(density, position):
-    """The constrained values of a non-centred ``position`` and its log weights.
-
-    The log weights come from the stick coordinates in log space: weights
-    that underflow float32 (the tail of many spare components) keep finite
-    coordinates when the components are reordered and charted again.
-    """
-    values = density.constrain_fn(position)
-    exponentials = position.get("weights_exponentials")
-    values["log_weights"] = log_weights_from_coordinates(
-        values["alpha"],
-        position.get("weights_logits"),
-        None if exponentials is None else jnp.exp(exponentials),
-    )
-    return values
-
-
-def _init_positions(rng_key, density, num_chains, num_init_steps):
-    """One unconstrained start per chain, stacked on a chain axis.
-
-    Without descent, one k-means++ seeding per chain. With ``num_init_steps``,
-    ``_CANDIDATES_PER_CHAIN`` seedings per chain each descend the potential,
-    the ``num_chains`` lowest are kept, and their components are put in
-    order of decreasing weight.
-    """
-    num_starts = num_chains * (_CANDIDATES_PER_CHAIN if num_init_steps else 1)
-    keys = jax.random.split(rng_key, num_starts)
-    rows = density.data[: density.num_data]  # without a sharded data set's padding
-    positions = jax.jit(jax.vmap(lambda key: density.seed_position(key, rows)))(keys)
-    if not num_init_steps:
-        return positions
-    descend = _descend(density, num_init_steps)
-
-    @jax.jit
-    def descend_all(starts, data):
-        # lax.map, not vmap: on the CPU one start at a time is faster.
-        ends = jax.lax.map(lambda one: descend(one, data), starts)
-        potentials = jax.lax.map(lambda one: density.potential_fn(one, data), ends)
-        potentials = jnp.where(jnp.isfinite(potentials), potentials, jnp.inf)
-        best = jnp.argsort(potentials)[:num_chains]
-        ends = jax.tree_util.tree_map(lambda leaf: leaf[best], ends)
-        values = jax.vmap(lambda end: _sort_by_weight(density.constrain_fn(end)))(ends)
-        return jax.vmap(density.unconstrain_fn)(values)
-
-    return descend_all(positions, density.data)
-
-
-def _hessian_inverse_mass(density, starts, dense_mass):
-    """NumPyro's starting inverse mass matrix: one over the potential's curvature at the starts.
-
-    The diagonal of the potential's Hessian at each chain's start (one
-    Hessian-vector product per coordinate, under ``lax.map`` so that memory
-    stays that of one gradient), its median over the chains, floored at 1 so
-    that no coordinate starts wider than under the identity; ``1 / h`` is
-    the diagonal of the inverse mass (a diagonal matrix when the mass is
-    dense). The order is that of :func:`jax.flatten_util.ravel_pytree`,
-    which is NumPyro's for a pytree position.
-    """
-    data = density.data
-
-    @jax.jit
-    def curvature(starts, data):
-        def one_start(position):
-            flat, unravel = ravel_pytree(position)
-            grad = jax.grad(lambda point: density.potential_fn(unravel(point), data))
-
-            def one_coordinate(index):
-                direction = jnp.zeros_like(flat).at[index].set(1.0)
-                return jax.jvp(grad, (flat,), (direction,))[1][index]
-
-            return jax.lax.map(one_coordinate, jnp.arange(flat.size))
-
-        diagonals = jax.lax.map(one_start, starts)
-        diagonals = jnp.where(jnp.isfinite(diagonals), diagonals, 1.0)
-        return 1.0 / jnp.maximum(jnp.median(diagonals, axis=0), 1.0)
-
-    inverse_mass = curvature(starts, data)
-    return jnp.diag(inverse_mass) if dense_mass else inverse_mass
-
-
 def _sample_stats(extra_fields):
-    stats = {name: extra_fields[field] for field, name in _EXTRA_FIELDS.items()}
+    stats = {name: extra_fields[field] for field, name in _STAT_NAMES.items()}
     stats["lp"] = -stats["lp"]
     stats["diverging"] = extra_fields["diverging"]
     # NumPyro does not record the depth. A tree of depth d that runs to the
@@ -460,7 +323,7 @@ def run_nuts(
         per warmup iteration); after warmup the trajectories' length varied
         more between keys (250 to 900 steps a draw) than with the start.
     chain_method : {"parallel", "sequential", "vectorized", None}
-        How the chains share the hardware, as in :class:`numpyro.infer.MCMC`.
+        How the chains share the hardware (the choices of :class:`numpyro.infer.MCMC`).
         ``None`` picks ``"parallel"`` (one chain per device, under ``pmap``)
         when ``jax.local_device_count() >= num_chains``; otherwise
         ``"sequential"`` (one chain after another) on the CPU and
@@ -499,10 +362,10 @@ def run_nuts(
         density in that chart. Not allowed with ``parameterization="centered"``
         (every stick is centred there).
     progress_bar : bool
-        Show NumPyro's own progress bar (tqdm, on stderr) over the warmup and
-        sampling iterations. NumPyro then runs a single chain as a Python
-        loop over compiled iterations; it leaves the bar out where the
-        environment variable ``CI`` or ``PYTEST_XDIST_WORKER`` is set.
+        Show a tqdm bar on stderr over the warmup and sampling iterations of
+        every chain, advanced from inside the compiled loop; the draws are
+        the same as without it. With ``centered_sticks="auto"`` the
+        scouting warmup has a bar of its own.
 
     Returns
     -------
@@ -512,10 +375,9 @@ def run_nuts(
         ``acceptance_rate``, ``n_steps``, ``tree_depth``, ``step_size`` and
         ``energy``; no ``losses`` or ``history``. ``timing``:
         ``compile_seconds`` is the wall time JAX spent tracing, lowering and
-        compiling during the run (measured through :mod:`jax.monitoring`,
-        since :class:`~numpyro.infer.MCMC` compiles inside ``run``), and
-        ``run_seconds`` the rest of the run's wall time: warmup, sampling and
-        NumPyro's own Python overhead.
+        compiling during the run (measured through :mod:`jax.monitoring`;
+        0 when every program was compiled by an earlier fit of the same
+        shape), and ``run_seconds`` the rest of the run's wall time.
 
     Warns
     -----
@@ -533,43 +395,39 @@ def run_nuts(
     if max_warmup_tree_depth is not None:
         max_tree_depth = (max_warmup_tree_depth, max_tree_depth)
     settings = {
-        "target_accept_prob": target_accept_prob,
+        "target_accept_prob": float(target_accept_prob),
         "dense_mass": dense_mass,
         "max_tree_depth": max_tree_depth,
-        "num_chains": num_chains,
         # Resolved (and refused, if it conflicts with the data) before any work.
         "chain_method": _resolve_chain_method(chain_method, num_chains, density.data),
-        "progress_bar": progress_bar,
     }
     if parameterization == "noncentered" and not scout:
         if min(centered_sticks, density.num_components - 1) != density.num_centered_sticks:
             density = rechart(density, centered_sticks)
     start = time.perf_counter()
-    with _CompileTimer() as timer:
-        init_params = jax.block_until_ready(
-            _init_positions(init_key, density, num_chains, num_init_steps)
-        )
+    with CompileTimer() as timer:
+        init_params = init_positions(init_key, density, num_chains, num_init_steps)
         if scout:
             scout_key, sample_key = jax.random.split(sample_key)
             # A diagonal mass there: its windows are too short for a dense
             # estimate, and what it adapts is not kept.
+            bar = StepBar("NUTS (scouting)", num_chains * scout_warmup, enabled=progress_bar)
             density, init_params = _scout_chart(
-                scout_key, density, init_params, scout_warmup, **{**settings, "dense_mass": False}
+                scout_key, density, init_params, scout_warmup,
+                bar=bar, **{**settings, "dense_mass": False},
             )
             num_warmup -= scout_warmup
         inverse_mass = None
         if init_inverse_mass == "hessian" and num_warmup:
-            inverse_mass = jax.block_until_ready(
-                _hessian_inverse_mass(density, init_params, dense_mass)
-            )
-        mcmc = _mcmc(density, num_warmup, num_samples, inverse_mass, **settings)
-        mcmc.run(sample_key, init_params=_one_or_all(init_params, num_chains),
-                 extra_fields=tuple(_EXTRA_FIELDS))
-        positions = jax.block_until_ready(mcmc.get_samples(group_by_chain=True))
+            inverse_mass = hessian_inverse_mass(density, init_params, dense_mass)
+        bar = StepBar("NUTS", num_chains * (num_warmup + num_samples), enabled=progress_bar)
+        _, positions, fields, _ = run_sampler(
+            sample_key, density, init_params, inverse_mass, bar=bar,
+            num_warmup=num_warmup, num_samples=num_samples, **settings,
+        )
     total_seconds = time.perf_counter() - start
 
-    extra_fields = jax.tree_util.tree_map(np.asarray, mcmc.get_extra_fields(group_by_chain=True))
-    sample_stats = _sample_stats(extra_fields)
+    sample_stats = _sample_stats(jax.tree_util.tree_map(np.asarray, fields))
     _warn_on_divergences(sample_stats["diverging"], target_accept_prob, dense_mass)
     return BackendOutput(
         positions=positions,
@@ -582,34 +440,6 @@ def run_nuts(
             "run_seconds": total_seconds - timer.seconds,
         },
         density=density,
-    )
-
-
-def _one_or_all(init_params, num_chains):
-    """NumPyro takes one chain's position without the chain axis."""
-    if num_chains == 1:
-        return jax.tree_util.tree_map(lambda leaf: leaf[0], init_params)
-    return init_params
-
-
-def _mcmc(density, num_warmup, num_samples, inverse_mass, *, target_accept_prob, dense_mass,
-          max_tree_depth, num_chains, chain_method, progress_bar):
-    """NumPyro's NUTS on ``density``'s potential, the data bound in."""
-    data = density.data
-    kernel = NUTSKernel(
-        potential_fn=lambda position: density.potential_fn(position, data),
-        inverse_mass_matrix=inverse_mass,
-        target_accept_prob=target_accept_prob,
-        dense_mass=dense_mass,
-        max_tree_depth=max_tree_depth,
-    )
-    return MCMC(
-        kernel,
-        num_warmup=num_warmup,
-        num_samples=num_samples,
-        num_chains=num_chains,
-        chain_method=chain_method,
-        progress_bar=progress_bar,
     )
 
 
@@ -671,19 +501,17 @@ def _scout_chart(rng_key, density, init_params, num_warmup, **settings):
     and each chain's last warmup position in it, components in order of
     decreasing weight. With no warmup, the starts decide.
     """
+    ends = init_params
     if num_warmup:
-        mcmc = _mcmc(density, num_warmup, 1, None, **settings)
-        mcmc.warmup(rng_key, init_params=_one_or_all(init_params, settings["num_chains"]))
-        ends = mcmc.last_state.z
-        if settings["num_chains"] == 1:
-            ends = jax.tree_util.tree_map(lambda leaf: leaf[None], ends)
-    else:
-        ends = init_params
-    values = jax.jit(jax.vmap(lambda end: _sort_by_weight(_with_log_weights(density, end))))(ends)
+        ends, _, _, _ = run_sampler(
+            rng_key, density, init_params, None, num_warmup=num_warmup, num_samples=0,
+            **settings,
+        )
+    values = sorted_values(density, ends)
     count = centered_stick_count(np.exp(np.asarray(values["log_weights"], np.float64)),
                                  density.num_data)
     charted = rechart(density, count)
-    return charted, jax.jit(jax.vmap(charted.unconstrain_fn))(values)
+    return charted, unconstrain_all(charted, values)
 
 
 def _validate(options):

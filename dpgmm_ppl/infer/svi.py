@@ -34,6 +34,7 @@ the way to fit millions of points.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any, NamedTuple
 
@@ -46,11 +47,13 @@ from jax.flatten_util import ravel_pytree
 from dpgmm_ppl._validation import check_parameterization, check_positive_int
 from dpgmm_ppl.infer._minibatch import run_minibatch_chains
 from dpgmm_ppl.infer._common import (
+    cached_program,
     chains_program,
     check_optimizer_options,
     compile_and_run,
     guarded_update,
     history_steps,
+    resolve_optimizer_chain_method,
 )
 from dpgmm_ppl.infer._progress import StepBar, check_progress_bar
 from dpgmm_ppl.infer.base import Backend, BackendOutput, check_chart
@@ -171,17 +174,25 @@ def build_step(guide, potential_fn, unravel, optimizer, *, num_particles=1):
     return step
 
 
-def _make_chain_runner(density, guide, unravel, optimizer, options, bar):
-    step = build_step(
-        guide, density.potential_fn, unravel, optimizer, num_particles=options["num_particles"]
-    )
+def _make_chain_runner(template, guide, unravel, optimizer, options, bar):
+    """``run_chain(rng_key, data, params)``: one restart, fitted and drawn from.
+
+    ``template`` gives the density's shape and chart; its data and priors
+    come in as ``data`` and ``params``, so fits of other data of the same
+    shape run the same compiled program.
+    """
     num_steps, history_every = options["num_steps"], options["history_every"]
     num_frames = -(-num_steps // history_every)
 
-    def run_chain(rng_key, data):
+    def run_chain(rng_key, data, params):
+        density = template.bind(params)
+        step = build_step(
+            guide, density.potential_fn, unravel, optimizer,
+            num_particles=options["num_particles"],
+        )
         key_init, key_fit, key_draws = jax.random.split(rng_key, 3)
-        rows = data[: density.num_data]  # without a sharded data set's padding
-        mean = ravel_pytree(density.seed_position(key_init, rows))[0]
+        # The seeding skips the padding rows.
+        mean = ravel_pytree(density.seed_position(key_init, data))[0]
 
         # One scan over every step, writing a history frame in place every
         # ``history_every`` steps and at the last: a single copy of the step's
@@ -206,6 +217,13 @@ def _make_chain_runner(density, guide, unravel, optimizer, options, bar):
         return jax.vmap(unravel)(draws), -potential, losses, history
 
     return run_chain
+
+
+@functools.lru_cache(maxsize=16)
+def default_optimizer(num_steps):
+    """SVI's default optimiser for ``num_steps`` steps, one object per length,
+    so that fits of the same length share their compiled program."""
+    return optax.adam(optax.cosine_decay_schedule(0.03, num_steps, alpha=0.03))
 
 
 def _warn_on_skipped_steps(losses):
@@ -325,7 +343,7 @@ def run_svi(
             f"coordinates, got {rank}"
         )
     if optimizer is None:
-        optimizer = optax.adam(optax.cosine_decay_schedule(0.03, num_steps, alpha=0.03))
+        optimizer = default_optimizer(num_steps)
     family = make_guide(guide, dim, rank=rank)
     options = {
         "num_steps": num_steps, "num_particles": num_particles,
@@ -344,13 +362,23 @@ def run_svi(
                 {**options, "batch_size": batch_size}, bar=bar,
             )
         return _output(positions, lp, losses, history, num_steps, history_every, timing)
-    run_chain = _make_chain_runner(density, family, unravel, optimizer, options, bar)
     chain_keys = jax.random.split(rng_key, num_chains)
     # k-means++ seeding, fitting, drawing and the history's constraining are
     # one compiled program: each piece compiled apart costs as much again.
-    run_all = chains_program(run_chain, chain_method)
+    # It is kept for later fits of the same shape, chart and options.
+    program_key = (
+        "svi", density.program.key, guide, rank, optimizer, tuple(sorted(options.items())),
+        resolve_optimizer_chain_method(chain_method), bool(progress_bar),
+    )
+    template = density._replace(data=None)
+    run_all = cached_program(
+        program_key,
+        lambda: chains_program(
+            _make_chain_runner(template, family, unravel, optimizer, options, bar), chain_method
+        ),
+    )
     (positions, lp, losses, history), timing = compile_and_run(
-        run_all, (chain_keys, density.data), bar
+        run_all, (chain_keys, density.data, density.params), bar
     )
     return _output(positions, lp, losses, history, num_steps, history_every, timing)
 
