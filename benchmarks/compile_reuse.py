@@ -61,7 +61,7 @@ Sections (``--only`` picks some):
     hits and writes (JAX's ``cache_hits`` and ``cache_misses`` events; in jax
     0.10 the latter is recorded when an entry is written, i.e. for a program
     that was not found and took at least the cache's threshold to compile,
-    0.3 s as the package sets it) and the files in the cache directory.
+    0 s as the package sets it) and the files in the cache directory.
     Target: ``compile_seconds`` of process 2 at most 20 % of process 1's.
 
 ``cli``
@@ -101,8 +101,8 @@ settings differ from the targets' (fewer steps and draws, 2 folds), so the
 verdicts there are indicative only. Times move with the machine's load (the
 header prints it): compare ratios measured in one run.
 
-Run ``python benchmarks/compile_reuse.py`` (about 9 minutes on 2 busy cores),
-``python benchmarks/compile_reuse.py --quick`` (about 3 minutes),
+Run ``python benchmarks/compile_reuse.py`` (about 3.5 minutes on 2 idle cores),
+``python benchmarks/compile_reuse.py --quick`` (about 1.5 minutes),
 ``--only cv seed`` for some sections, ``--json results.json`` to also write
 the figures as JSON.
 """

@@ -17,6 +17,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from dpgmm_ppl._validation import check_data
+from dpgmm_ppl.density import bucket_size
 from dpgmm_ppl.distributions import GaussianMixture
 from dpgmm_ppl.priors import Priors
 
@@ -125,8 +126,19 @@ def mixture_log_density(samples, x):
     """
     lead = np.shape(samples["weights"])[:2]
     flat = _flat_parameters(samples)
-    values = _pointwise(*flat, jnp.asarray(x, flat[1].dtype))
+    values = _pointwise(*flat, _padded_points(x, flat[1].dtype))[:, : np.shape(x)[0]]
     return np.asarray(values).reshape(lead + (np.shape(x)[0],))
+
+
+def _padded_points(x, dtype):
+    """``x`` padded with copies of its last row to a bucket of rows
+    (:func:`~dpgmm_ppl.density.bucket_size`), so that point sets of nearby
+    sizes (cross-validation folds) share one compiled evaluation."""
+    x = np.asarray(x, dtype)
+    padding = bucket_size(x.shape[0]) - x.shape[0]
+    if padding and x.shape[0]:
+        x = np.concatenate([x, np.repeat(x[-1:], padding, axis=0)])
+    return jnp.asarray(x)
 
 
 def _flat_parameters(samples):
@@ -355,7 +367,9 @@ class Fit:
         """
         x = self._check_points(x)
         samples = self._select(self._default_chain(chain))
-        return np.asarray(_mean_responsibilities(*self._flat(samples), jnp.asarray(x)))
+        flat = self._flat(samples)
+        mean = _mean_responsibilities(*flat, _padded_points(x, flat[1].dtype))
+        return np.asarray(mean)[: np.shape(x)[0]]
 
     def predict(self, x, *, chain=None):
         """The most probable component of each point, shape ``(n,)``."""
