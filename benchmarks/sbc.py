@@ -84,7 +84,7 @@ from dpgmm_ppl._frame import Frame
 from dpgmm_ppl.density import build_log_density
 from dpgmm_ppl.distributions import GaussianMixture
 from dpgmm_ppl.infer._nuts_starts import CANDIDATES_PER_CHAIN, descend as descend_fn, sort_by_weight
-from dpgmm_ppl.infer.nuts import NUTS, resolve_dense_mass
+from dpgmm_ppl.infer.nuts import NUTS, resolve_dense_mass, size_defaults
 from dpgmm_ppl.model import dpgmm
 from dpgmm_ppl.priors import Priors
 
@@ -135,13 +135,21 @@ def make_replication(
             values = sort_by_weight(values)
         return density.unconstrain_fn(values)
 
-    dense_mass = resolve_dense_mass(options["dense_mass"], num_warmup, density.init_position)
+    # The backend's defaults for this many points (50 by default: the small-data ones).
+    target_accept_prob, dense_mass, _, _ = size_defaults(
+        density.num_data, density.parameterization,
+        target_accept_prob=options["target_accept_prob"], dense_mass=options["dense_mass"],
+        max_tree_depth=options["max_tree_depth"],
+        max_warmup_tree_depth=options["max_warmup_tree_depth"],
+        centered_sticks=options["centered_sticks"],
+    )
+    dense_mass = resolve_dense_mass(dense_mass, num_warmup, density.init_position)
 
     def replication(rng_key, data):
         init_key, sample_key = jax.random.split(rng_key)
         state = init_kernel(
             start(init_key, data), num_warmup, model_args=(data,), rng_key=sample_key,
-            target_accept_prob=options["target_accept_prob"],
+            target_accept_prob=target_accept_prob,
             dense_mass=dense_mass, max_tree_depth=options["max_tree_depth"],
         )
 
@@ -185,14 +193,8 @@ def run_sbc(
     progress=None,
 ) -> SBCResult:
     """Run the SBC replications; ``progress(done, seconds)`` after each chunk."""
-    priors = Priors(loc_mean=0.0, loc_scale=2.0, scale_rate=0.5)
-    prior_key, run_key = jax.random.split(jax.random.PRNGKey(seed))
-    prior = Predictive(dpgmm, num_samples=num_replications)(
-        prior_key, num_components=num_components, priors=priors, num_data=num_data
-    )
-    datasets = jnp.asarray(prior["obs"])
-    truth = jax.vmap(_statistics)(
-        {name: prior[name] for name in ("alpha", "weights", "loc", "scale")}, datasets
+    priors, datasets, truth, run_key = _prior_replications(
+        num_replications, num_components, num_data, seed
     )
     # One density for every data set: the identity frame, so that each
     # replication's data go into the potential as they are (the priors are
@@ -218,6 +220,26 @@ def run_sbc(
         if progress is not None:
             progress(min(first + chunk, num_replications), time.perf_counter() - start)
     draws = {name: np.concatenate([d[name] for d in draws]) for name in STATISTICS}
+    return _result(draws, truth, np.concatenate(divergences), num_bins, start)
+
+
+def _prior_replications(num_replications, num_components, num_data, seed):
+    """The fixed priors, the replications' data drawn from them, their true
+    statistics, and the key of the runs."""
+    priors = Priors(loc_mean=0.0, loc_scale=2.0, scale_rate=0.5)
+    prior_key, run_key = jax.random.split(jax.random.PRNGKey(seed))
+    prior = Predictive(dpgmm, num_samples=num_replications)(
+        prior_key, num_components=num_components, priors=priors, num_data=num_data
+    )
+    datasets = jnp.asarray(prior["obs"])
+    truth = jax.vmap(_statistics)(
+        {name: prior[name] for name in ("alpha", "weights", "loc", "scale")}, datasets
+    )
+    return priors, datasets, truth, run_key
+
+
+def _result(draws, truth, divergences, num_bins, start):
+    """Ranks of the truth among ``draws`` (replication, draw), binned and tested."""
     num_draws = draws["alpha"].shape[1]
     ranks, histograms, p_values = {}, {}, {}
     for name in STATISTICS:
@@ -226,9 +248,66 @@ def run_sbc(
         p_values[name] = float(stats.chisquare(histograms[name]).pvalue)
     return SBCResult(
         ranks=ranks, histograms=histograms, p_values=p_values, num_draws=num_draws,
-        divergences=np.concatenate(divergences), true_alpha=np.asarray(truth["alpha"]),
+        divergences=np.asarray(divergences), true_alpha=np.asarray(truth["alpha"]),
         seconds=time.perf_counter() - start,
     )
+
+
+#: The charts NUTS can run in, as ``dpgmm_ppl.fit`` options.
+CHARTS = {
+    "noncentered": {"parameterization": "noncentered", "centered_sticks": 0},
+    "centered": {"parameterization": "centered"},
+    "auto": {"parameterization": "noncentered", "centered_sticks": "auto"},
+}
+
+
+def run_sbc_fit(
+    *, chart, num_replications=200, num_data=50, num_components=5,
+    num_warmup=NUTS.defaults["num_warmup"], num_samples=NUTS.defaults["num_samples"],
+    thinning=5, num_init_steps=NUTS.defaults["num_init_steps"], num_bins=10, seed=0,
+    progress=None,
+) -> SBCResult:
+    """SBC of ``dpgmm_ppl.fit(..., backend="nuts")`` itself, in one of the :data:`CHARTS`.
+
+    Each replication is one call of the public ``fit``, as a user makes it
+    (standardised frame, starts, chart scouting for ``"auto"``), with the
+    priors given in full so that they are the ones that made the data. The
+    calls after the first reuse its compiled programs (the data of every
+    replication have one shape), so this costs about the run of each fit.
+    """
+    import warnings
+
+    import dpgmm_ppl
+
+    priors, datasets, truth, run_key = _prior_replications(
+        num_replications, num_components, num_data, seed
+    )
+    datasets = np.asarray(datasets)
+    statistics = jax.jit(jax.vmap(_statistics, in_axes=(0, None)))
+    keys = jax.random.split(run_key, num_replications)
+    options = {
+        "backend": "nuts", "num_components": num_components, "priors": priors,
+        "num_warmup": num_warmup, "num_samples": num_samples,
+        "num_init_steps": num_init_steps, **CHARTS[chart],
+    }
+    start = time.perf_counter()
+    draws = {name: [] for name in STATISTICS}
+    divergences = []
+    for index in range(num_replications):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # divergences are counted below
+            fit = dpgmm_ppl.fit(datasets[index], rng_key=keys[index], **options)
+        values = {
+            name: fit.samples[name][0, thinning - 1 :: thinning]
+            for name in ("alpha", "weights", "loc", "scale")
+        }
+        for name, value in statistics(values, datasets[index]).items():
+            draws[name].append(np.asarray(value))
+        divergences.append(int(np.sum(fit.sample_stats["diverging"])))
+        if progress is not None and (index + 1) % 25 == 0:
+            progress(index + 1, time.perf_counter() - start)
+    draws = {name: np.stack(value) for name, value in draws.items()}
+    return _result(draws, truth, divergences, num_bins, start)
 
 
 def main(argv=None):
@@ -253,9 +332,17 @@ def main(argv=None):
         help="chart of the unconstrained space (see dpgmm_ppl.reparam)",
     )
     parser.add_argument("--chunk", type=int, default=25, help="replications per compiled call")
+    parser.add_argument(
+        "--charts", nargs="+", choices=tuple(CHARTS), default=None,
+        help="run SBC through dpgmm_ppl.fit in these charts of the sticks (every "
+        "chart the backend can choose; --parameterization and --chunk then do not apply) "
+        "and print one table",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    settings = {k: v for k, v in vars(args).items()}
+    if args.charts:
+        return _main_charts(args)
+    settings = {k: v for k, v in vars(args).items() if k != "charts"}
 
     print(
         f"SBC: {args.num_replications} replications of {args.num_data} points, "
@@ -281,6 +368,38 @@ def main(argv=None):
         print(f"true alpha: median {np.median(result.true_alpha):.3f} over all replications, "
               f"{np.median(result.true_alpha[low]):.3f} over the {int(low.sum())} in the lowest alpha bin")
     print(f"total {result.seconds:.0f} s")
+
+
+def _main_charts(args):
+    print(
+        f"SBC through dpgmm_ppl.fit(backend='nuts'): {args.num_replications} replications of "
+        f"{args.num_data} points, {args.num_components} components; {args.num_warmup} warmup + "
+        f"{args.num_samples} draws thinned by {args.thinning}, "
+        f"num_init_steps={args.num_init_steps}, seed={args.seed}; "
+        f"JAX {jax.__version__} on {jax.default_backend()}"
+    )
+    results = {}
+    for chart in args.charts:
+        results[chart] = run_sbc_fit(
+            chart=chart, num_replications=args.num_replications, num_data=args.num_data,
+            num_components=args.num_components, num_warmup=args.num_warmup,
+            num_samples=args.num_samples, thinning=args.thinning,
+            num_init_steps=args.num_init_steps, num_bins=args.num_bins, seed=args.seed,
+            progress=lambda done, seconds, c=chart: print(f"  {c}: {done} done, {seconds:.0f} s",
+                                                           flush=True),
+        )
+    width = max(len(chart) for chart in results) + 2
+    print(f"{'chi2 p-value':<22}" + "".join(f"{chart:>{width}}" for chart in results))
+    for name in STATISTICS:
+        print(f"{name:<22}" + "".join(f"{r.p_values[name]:>{width}.4f}" for r in results.values()))
+    print(f"{'divergent (reps)':<22}" + "".join(
+        f"{f'{int(r.divergences.sum())} ({int(np.count_nonzero(r.divergences))})':>{width}}"
+        for r in results.values()))
+    print(f"{'seconds':<22}" + "".join(f"{r.seconds:>{width}.0f}" for r in results.values()))
+    for chart, result in results.items():
+        for name in STATISTICS:
+            print(f"  {chart} {name} histogram: {result.histograms[name].tolist()}")
+    return results
 
 
 if __name__ == "__main__":

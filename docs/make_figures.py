@@ -24,7 +24,10 @@ It writes
 - ``collapse.png`` and ``collapse.md``: the seed notebook's objective as it
   was, with the concentration held fixed, and with an inverse-gamma prior on
   the scales, against ``dpgmm_ppl.fit`` (MAP); the notebook's optimiser,
-  number of components and steps throughout.
+  number of components and steps throughout;
+- ``cli-components.png``, ``cli-loss.png``, ``cli-trace.png`` and
+  ``cli-commands.md``: what ``dpgmm-ppl fit`` writes for iris (four named
+  columns), SVI and NUTS in ``--quick`` runs (``--only cli``, under a minute).
 """
 
 from __future__ import annotations
@@ -212,6 +215,53 @@ def label_figures(truth, out, *, is_quick):
 
 
 # --------------------------------------------------------------------------
+# What the command line writes, for data with named columns
+# --------------------------------------------------------------------------
+
+#: The ``dpgmm-ppl fit`` runs of the CLI page, and the figures each one shows there.
+CLI_RUNS = {
+    "svi": (["--backend", "svi", "--covariance", "full", "--num-components", "8"],
+            ("components.png", "loss.png")),
+    "nuts": (["--backend", "nuts", "--num-components", "6", "--num-chains", "2"], ("trace.png",)),
+}
+
+
+def cli_figures(out):
+    """``dpgmm-ppl fit iris.csv`` with ``--quick``: the pair plot and the loss of SVI,
+    the trace of two NUTS chains, copied as the command wrote them."""
+    import shutil
+    import tempfile
+
+    from sklearn.datasets import load_iris
+
+    from dpgmm_ppl.cli import main as cli
+
+    iris = load_iris()
+    commands = []
+    with tempfile.TemporaryDirectory() as folder:
+        csv = Path(folder) / "iris.csv"
+        lines = [",".join(iris.feature_names)]
+        lines += [",".join(f"{value:g}" for value in row) for row in iris.data]
+        csv.write_text("\n".join(lines) + "\n")
+        for backend, (options, names) in CLI_RUNS.items():
+            argv = ["fit", str(csv), *options, "--quick", "--seed", "0", "--no-progress"]
+            code = cli(argv + ["--out", str(Path(folder) / backend)])
+            if code != 0:
+                raise RuntimeError(f"dpgmm-ppl {' '.join(argv)} exited with {code}")
+            commands.append(f"dpgmm-ppl {' '.join(['fit', 'iris.csv', *options, '--quick'])}")
+            for name in names:
+                target = out / f"cli-{name}"
+                shutil.copyfile(Path(folder) / backend / name, target)
+                shrink(target)
+                print(f"wrote {target}")
+    (out / "cli-commands.md").write_text(
+        "```bash\n" + "\n".join(commands) + "\n```\n\n"
+        f"`iris.csv`: the 150 flowers of `sklearn.datasets.load_iris()`, with its four "
+        f"column names as the header. Machine: {machine_line()}.\n"
+    )
+
+
+# --------------------------------------------------------------------------
 # The seed notebook's objective, and what breaks it
 # --------------------------------------------------------------------------
 
@@ -338,7 +388,7 @@ def collapse_figure(truth, num_steps, out):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
-    parser.add_argument("--only", choices=("collapse", "compare", "labels"),
+    parser.add_argument("--only", choices=("collapse", "compare", "labels", "cli"),
                         help="write one group of outputs only")
     parser.add_argument("--out", type=Path, default=FIGURES, help=f"output folder (default {FIGURES})")
     args = parser.parse_args(argv)
@@ -356,6 +406,8 @@ def main(argv=None):
         comparison_figures(truth, heldout, settings, out)
     if args.only in (None, "labels"):
         label_figures(truth, out, is_quick=args.quick)
+    if args.only in (None, "cli"):
+        cli_figures(out)
     print(f"{time.perf_counter() - start:.0f} s in all")
 
 

@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 from dpgmm_ppl.api import fit
 from dpgmm_ppl.compare import Comparison, compare
 from dpgmm_ppl.density import LogDensity, build_log_density
+from dpgmm_ppl.diagnostics import Diagnostics
 from dpgmm_ppl.distributions import GaussianMixture, StickBreakingWeights
 from dpgmm_ppl.fit import Fit
 from dpgmm_ppl.model import dpgmm
@@ -19,6 +20,7 @@ from dpgmm_ppl.priors import Priors
 
 __all__ = [
     "Comparison",
+    "Diagnostics",
     "Fit",
     "GaussianMixture",
     "LogDensity",

@@ -16,10 +16,12 @@ __all__ = [
     "check_batch_size",
     "check_covariance",
     "check_data",
+    "check_names",
     "check_positive_int",
     "check_priors",
     "check_rng_key",
     "check_training_data",
+    "column_names",
 ]
 
 #: Rows per block when the squares of the data are summed in float64.
@@ -74,11 +76,119 @@ def _as_float_dtype(array, dtype, name):
     return converted
 
 
+def _is_pandas(data):
+    return type(data).__module__.split(".")[0] == "pandas"
+
+
+def column_names(data):
+    """The column names a pandas DataFrame (or the name a Series) carries; ``None`` otherwise.
+
+    A frame whose columns are pandas' default ``0, 1, ...`` (one built
+    from an array) carries no names.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> column_names(pd.DataFrame({"height": [1.0, 2.0], "weight": [3.0, 4.0]}))
+    ('height', 'weight')
+    >>> column_names(pd.DataFrame([[1.0, 2.0]])) is None, column_names([1.0, 2.0]) is None
+    (True, True)
+    """
+    if not _is_pandas(data):
+        return None
+    if getattr(data, "ndim", None) == 1:
+        label = getattr(data, "name", None)
+        return None if label is None else (str(label),)
+    columns = list(getattr(data, "columns", ()))
+    if not columns or columns == list(range(len(columns))):
+        return None
+    return tuple(str(column) for column in columns)
+
+
+def check_names(names, num_columns, *, name="names"):
+    """``names`` as a tuple of ``num_columns`` strings, or ``None``; a lone string names one column.
+
+    Examples
+    --------
+    >>> check_names(["a", "b"], 2), check_names("waiting", 1)
+    (('a', 'b'), ('waiting',))
+    >>> check_names(["a"], 2)
+    Traceback (most recent call last):
+    ...
+    ValueError: names must hold one name per column of the data (2), got 1: ['a']
+    """
+    if names is None:
+        return None
+    if isinstance(names, str):
+        names = (names,)
+    try:
+        names = tuple(names)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be a sequence of {num_columns} column name(s), got {_describe(names)}"
+        ) from None
+    if len(names) != num_columns:
+        raise ValueError(
+            f"{name} must hold one name per column of the data ({num_columns}), "
+            f"got {len(names)}: {_describe(list(names))}"
+        )
+    return tuple(str(label) for label in names)
+
+
+def _reads_as_number(value):
+    """A real number (not a boolean), or text that reads as one."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, numbers.Real):
+        return True
+    if isinstance(value, (str, bytes, np.str_, np.bytes_)):
+        try:
+            float(value)
+        except ValueError:
+            return False
+        return True
+    return False
+
+
+def _cell_description(data, index):
+    """``row 2, column 1 ('b')`` for the cell at ``index`` of ``data``."""
+    row = int(index[0])
+    where = f"row {row}"
+    row_labels = getattr(data, "index", None) if _is_pandas(data) else None
+    if row_labels is not None and list(row_labels[: row + 1]) != list(range(row + 1)):
+        where += f" (index {_describe(row_labels[row])})"
+    if len(index) == 2:
+        where += f", column {int(index[1])}"
+        columns = getattr(data, "columns", None) if _is_pandas(data) else None
+        if columns is not None:
+            where += f" ({_describe(columns[int(index[1])])})"
+    return where
+
+
+def _non_numeric_message(data, array, name):
+    """Why an array of text or objects is refused, naming its first cell that is not a number."""
+    if array.ndim in (1, 2):
+        for index, value in np.ndenumerate(array):
+            if not _reads_as_number(value):
+                value = value.item() if isinstance(value, np.generic) else value
+                return (
+                    f"{name} must hold real numbers; {_cell_description(data, index)} holds "
+                    f"{_describe(value)} (an array of dtype {array.dtype})"
+                )
+        if array.size:
+            return (
+                f"{name} must hold real numbers, got an array of dtype {array.dtype} whose "
+                "values read as numbers; convert it with np.asarray(data, dtype=float)"
+            )
+    return f"{name} must hold real numbers, got an array of dtype {array.dtype}"
+
+
 def check_data(data, *, name="data", min_points=2, dtype=None):
     """Validate observations and return them as a float array of shape (N,) or (N, D).
 
-    Rejects non-numeric, complex and boolean arrays, NaN and inf (naming the
-    first bad row), empty arrays, 0-d and >2-d arrays, and fewer than
+    Rejects non-numeric arrays (naming the first cell that is not a number:
+    its row, its column and, for a pandas DataFrame, the column's name),
+    complex and boolean arrays, NaN and inf (naming the first bad row), empty arrays, 0-d and >2-d arrays, and fewer than
     ``min_points`` points. Integer arrays are accepted and converted to
     floats. With ``dtype``, the result is converted to it, and values that
     overflow there (1e39 in float32) are refused, naming the first such row.
@@ -102,9 +212,7 @@ def check_data(data, *, name="data", min_points=2, dtype=None):
     if kind == "c":
         raise TypeError(f"{name} must hold real numbers, got a complex array")
     if kind not in "iuf":
-        raise TypeError(
-            f"{name} must hold real numbers, got an array of dtype {array.dtype}"
-        )
+        raise TypeError(_non_numeric_message(data, array, name))
     if array.ndim not in (1, 2):
         raise ValueError(
             f"{name} must have shape (N,) or (N, D), got a {array.ndim}-d array "

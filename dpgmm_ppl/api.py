@@ -16,6 +16,7 @@ from dpgmm_ppl._validation import (
     check_priors,
     check_rng_key,
     check_training_data,
+    column_names,
 )
 from dpgmm_ppl.density import bucket_size, build_log_density
 from dpgmm_ppl.fit import Fit
@@ -71,6 +72,8 @@ def fit(
         scale priors keep every scale positive and one component takes the
         weight. Values whose squares overflow the float type (beyond about
         1e18 in float32) are refused: centre and rescale them first.
+        A pandas DataFrame's column names become ``Fit.names``, which the
+        figures of :mod:`dpgmm_ppl.plots` put on their axes.
     backend : str
         ``"map"``: gradient descent to the mode of the log joint
         (:mod:`dpgmm_ppl.infer.map`); ``"svi"``: a Gaussian variational
@@ -135,10 +138,15 @@ def fit(
         ``"hessian"``), ``chain_method``, ``num_init_steps``
         (Adam steps that descend each chain's k-means++ starts; 0 for none),
         ``parameterization`` (``"noncentered"``, the default, or
-        ``"centered"``), ``centered_sticks`` (0, the default: every stick
-        non-centred; ``"auto"``: the sticks of the components the data
-        occupy keep NumPyro's centred chart, chosen after the first half of
-        the warmup; or how many of the first sticks to centre).
+        ``"centered"``), ``centered_sticks`` (0: every stick non-centred;
+        ``"auto"``: the sticks of the components the data occupy keep
+        NumPyro's centred chart, chosen after the first half of the warmup;
+        or how many of the first sticks to centre). ``target_accept_prob``,
+        ``dense_mass``, ``max_warmup_tree_depth`` and ``centered_sticks``
+        left at their defaults are set by the number of points: 0.9, a
+        dense mass matrix where the warmup can estimate it, full-depth
+        warmup trees and 0 below 2,000 points; 0.8, diagonal, depth 8 and
+        ``"auto"`` from there on (:func:`dpgmm_ppl.infer.nuts.size_defaults`).
         ``parameterization`` picks the chart of the unconstrained space in
         which SVI's Gaussian family lives and NUTS moves
         (:mod:`dpgmm_ppl.reparam`); the model and its log joint density are
@@ -172,7 +180,7 @@ def fit(
         )
     algorithm = BACKENDS[backend]
     # Float32 unless x64 is on; converted once, here, and kept as the fit's data.
-    data = check_training_data(data)
+    names, data = column_names(data), check_training_data(data)
     num_components = check_positive_int("num_components", num_components)
     num_chains = check_positive_int("num_chains", num_chains)
     key = check_rng_key(rng_key)
@@ -229,4 +237,5 @@ def fit(
         timing=timing,
         options=options,
         rng_key=np.asarray(key),
+        names=names,
     )

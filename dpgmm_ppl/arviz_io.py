@@ -9,6 +9,7 @@ import numpy as np
 
 from dpgmm_ppl._arviz import make_inference_data
 from dpgmm_ppl.fit import mixture_log_density
+from dpgmm_ppl.predictive import OBSERVED_SITE
 
 __all__ = [
     "FORMAT_VERSION", "MAX_LOG_LIKELIHOOD_VALUES", "PERMUTATION_STAT", "fit_metadata",
@@ -65,7 +66,34 @@ def _include_log_likelihood(fit, log_likelihood):
     return True
 
 
-def fit_to_arviz(fit, *, log_likelihood="auto"):
+def _check_posterior_predictive(fit, posterior_predictive):
+    """The replicates given, checked; ``None`` for ``True`` (drawn once all else is
+    checked) and ``False``."""
+    if posterior_predictive is True or posterior_predictive is False:
+        return None
+    if not isinstance(posterior_predictive, dict) or set(posterior_predictive) != {OBSERVED_SITE}:
+        raise TypeError(
+            "posterior_predictive must be True, False or the dict of Fit.posterior_predictive() "
+            f"(one key {OBSERVED_SITE!r}), got {_describe(posterior_predictive)}"
+        )
+    values = np.asarray(posterior_predictive[OBSERVED_SITE])
+    if values.ndim != fit.data.ndim + 2 or values.shape[0] != fit.num_chains \
+            or values.shape[2:] != fit.data.shape:
+        expected = f"({fit.num_chains}, num_samples, {', '.join(map(str, fit.data.shape))})"
+        raise ValueError(
+            f"posterior_predictive[{OBSERVED_SITE!r}] must have shape {expected} "
+            f"(chain, replicate, then the data's shape), got {values.shape}"
+        )
+    return values
+
+
+def _describe(value):
+    if isinstance(value, dict):
+        return f"a dict with keys {sorted(map(str, value))}"
+    return f"{value!r:.80} of type {type(value).__name__}"
+
+
+def fit_to_arviz(fit, *, log_likelihood="auto", posterior_predictive=False):
     """Build ``posterior``, ``sample_stats``, ``log_likelihood``, ``observed_data``
     and, for optimisers, ``optimization`` groups from a fit.
 
@@ -73,8 +101,15 @@ def fit_to_arviz(fit, *, log_likelihood="auto"):
     ``permutation`` with dims ``(chain, draw, component)``. ``log_likelihood``
     is ``True``, ``False`` or ``"auto"`` (included unless it would hold more
     than :data:`MAX_LOG_LIKELIHOOD_VALUES` values, as a minibatch fit of
-    millions of points would)."""
+    millions of points would). ``posterior_predictive`` is ``False``,
+    ``True`` (one replicate per draw, ``fit.posterior_predictive()``) or the
+    dict that :meth:`~dpgmm_ppl.fit.Fit.posterior_predictive` returns; its
+    ``obs`` goes into the ``posterior_predictive`` group with dims
+    ``(chain, draw, obs_id[, dim])``, those of ``observed_data``'s ``obs``."""
+    replicates = _check_posterior_predictive(fit, posterior_predictive)
     include_log_likelihood = _include_log_likelihood(fit, log_likelihood)
+    if posterior_predictive is True:
+        replicates = fit.posterior_predictive()[OBSERVED_SITE]
     sample_dims = ("chain", "draw")
     coords = {
         "chain": np.arange(fit.num_chains),
@@ -99,13 +134,18 @@ def fit_to_arviz(fit, *, log_likelihood="auto"):
     obs_coords = {"obs_id": np.arange(fit.data.shape[0])}
     if fit.dim is not None:
         obs_coords["dim"] = coords["dim"]
-    observed = _dataset({"obs": (obs_dims, fit.data)}, obs_coords)
+    observed = _dataset({OBSERVED_SITE: (obs_dims, fit.data)}, obs_coords)
     groups = {"posterior": posterior, "sample_stats": stats}
     if include_log_likelihood:
         pointwise = mixture_log_density(fit.samples, fit.data)
         groups["log_likelihood"] = _dataset(
             {"obs": (sample_dims + ("obs_id",), pointwise)},
             {**{key: coords[key] for key in sample_dims}, "obs_id": obs_coords["obs_id"]},
+        )
+    if replicates is not None:
+        groups["posterior_predictive"] = _dataset(
+            {OBSERVED_SITE: (sample_dims + obs_dims, replicates)},
+            {"chain": coords["chain"], "draw": np.arange(replicates.shape[1]), **obs_coords},
         )
     groups["observed_data"] = observed
     if fit.losses is not None:
@@ -158,4 +198,6 @@ def fit_metadata(fit):
         "options": json.dumps(_jsonable(fit.options)),
         "priors": json.dumps(_jsonable(priors)),
         "timing": json.dumps(_jsonable(fit.timing)),
+        # The data's column names ("null" for none), so a loaded fit labels its figures.
+        "names": json.dumps(None if fit.names is None else list(fit.names)),
     }

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from dpgmm_ppl._display import html_table
 from dpgmm_ppl._validation import (
     check_batch_size,
     check_covariance,
@@ -35,6 +36,9 @@ COLUMNS = (
 class Comparison(dict):
     """The comparison table: a dict of columns (one entry per backend), plus the fits.
 
+    ``repr`` (and ``to_string``) is the table as text; a notebook shows it
+    as an HTML table.
+
     Attributes
     ----------
     fits : dict of str to Fit
@@ -45,10 +49,22 @@ class Comparison(dict):
         super().__init__(columns)
         self.fits = fits
 
-    def to_string(self) -> str:
-        """A fixed-width text table."""
+    def _cells(self):
         header = [name for name in COLUMNS if name in self]
         rows = [[_format(self[name][i]) for name in header] for i in range(len(self["backend"]))]
+        return header, rows
+
+    def __repr__(self):
+        backends = ", ".join(self.get("backend", []))
+        return f"Comparison of {backends} (the fits in .fits)\n" + self.to_string()
+
+    def _repr_html_(self):
+        header, rows = self._cells()
+        return html_table(rows, header=header, caption="Comparison (the fits in .fits)")
+
+    def to_string(self) -> str:
+        """A fixed-width text table."""
+        header, rows = self._cells()
         widths = [max(len(h), *(len(r[j]) for r in rows)) for j, h in enumerate(header)]
         lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
         lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
+from dpgmm_ppl import _display
 from dpgmm_ppl._validation import check_data
 from dpgmm_ppl.density import bucket_size
 from dpgmm_ppl.distributions import GaussianMixture
@@ -229,6 +230,32 @@ class Fit:
     covariance : str
         The covariance structure of the components: ``"diag"``,
         ``"spherical"`` or ``"full"`` (see :func:`~dpgmm_ppl.dpgmm`).
+    names : tuple of str or None
+        The names of the data's columns (one for scalar data), which the
+        figures of :mod:`dpgmm_ppl.plots` put on their axes: a pandas
+        DataFrame's columns (a Series' name) when :func:`dpgmm_ppl.fit` was
+        given one, the CSV header for ``dpgmm-ppl fit``; ``None`` otherwise
+        (the figures then say ``x[0]``, ``x[1]``, ...). Set them on any fit
+        with ``dataclasses.replace(fit, names=("a", "b"))``.
+
+    Examples
+    --------
+    ``repr`` is a short summary; the arrays are one attribute away.
+
+    >>> import numpy as np
+    >>> from dpgmm_ppl.priors import Priors
+    >>> samples = {"alpha": np.ones((1, 1)), "weights": np.array([[[0.7, 0.3]]]),
+    ...            "loc": np.zeros((1, 1, 2, 2)), "scale": np.ones((1, 1, 2, 2))}
+    >>> fit = Fit("map", samples, {"lp": np.zeros((1, 1))}, np.zeros((5, 2)), 2, Priors(),
+    ...           names=("height", "weight"))
+    >>> print(repr(fit))  # doctest: +NORMALIZE_WHITESPACE
+    Fit(backend='map', covariance='diag')
+      chains x draws  1 x 1
+      data            5 points x 2 columns: height, weight
+      components      2 (truncation), 2 above 1% weight
+      alpha           1
+      samples         alpha, weights, loc, scale (.samples[name]: chain, draw, ...)
+      sample_stats    lp
     """
 
     backend: str
@@ -245,6 +272,7 @@ class Fit:
     rng_key: Any = None
     permutations: Optional[np.ndarray] = None
     covariance: str = "diag"
+    names: Optional[tuple] = None
 
     @property
     def num_chains(self) -> int:
@@ -271,6 +299,55 @@ class Fit:
                 (name for name in ("objective", "log_joint") if name in self.sample_stats), "lp"
             )
         return int(np.argmax(np.mean(self.sample_stats[key], axis=1)))
+
+    def _summary_rows(self):
+        """(field, value) rows of the short summary shown by ``repr`` and in notebooks."""
+        best = None
+        try:
+            best = self.best_chain
+        except (KeyError, ValueError, IndexError):  # a hand-made fit without the statistic
+            pass
+        draws = f"{self.num_chains} x {self.num_draws}"
+        if best is not None and self.num_chains > 1:
+            draws += f"; best chain {best}"
+        data = f"{self.data.shape[0]} points"
+        if self.dim is not None:
+            data += f" x {self.dim} columns"
+        if self.names:
+            data += ": " + ", ".join(self.names)
+        weights = np.asarray(self.samples["weights"])
+        alpha = np.asarray(self.samples["alpha"], np.float64)
+        if self.num_draws == 1:
+            chain = 0 if best is None else best
+            used = f"{int(np.sum(weights[chain, 0] > 0.01))} above 1% weight"
+            alpha_text = f"{alpha[chain, 0]:.4g}"
+        else:
+            used = f"{np.mean(np.sum(weights > 0.01, axis=-1)):.1f} above 1% weight on average"
+            alpha_text = f"mean {alpha.mean():.4g}, sd {alpha.std():.2g}"
+        rows = [
+            ("chains x draws", draws),
+            ("data", data),
+            ("components", f"{self.num_components} (truncation), {used}"),
+            ("alpha", alpha_text),
+            ("samples", ", ".join(self.samples) + " (.samples[name]: chain, draw, ...)"),
+            ("sample_stats", ", ".join(self.sample_stats)),
+        ]
+        if self.losses is not None:
+            rows.append(("losses", f"{np.shape(self.losses)} (chain, step)"))
+        if self.permutations is not None:
+            rows.append(("relabelled", "yes (permutations set)"))
+        if "run_seconds" in self.timing:
+            rows.append(("seconds", f"compile {self.timing.get('compile_seconds', 0.0):.1f}, "
+                                    f"run {self.timing['run_seconds']:.1f}"))
+        return rows
+
+    def __repr__(self):
+        header = f"Fit(backend={self.backend!r}, covariance={self.covariance!r})"
+        return "\n".join([header, *_display.text_table(self._summary_rows())])
+
+    def _repr_html_(self):
+        caption = f"Fit: backend {self.backend!r}, covariance {self.covariance!r}"
+        return _display.html_table(self._summary_rows(), caption=caption)
 
     def _check_points(self, x, name="x"):
         x = check_data(x, name=name, min_points=1, dtype=self.data.dtype)
@@ -387,13 +464,14 @@ class Fit:
 
         return save(self, path)
 
-    def to_arviz(self, *, log_likelihood="auto"):
+    def to_arviz(self, *, log_likelihood="auto", posterior_predictive=False):
         """The fit as ArviZ data (``InferenceData`` on ArviZ 0.x, ``DataTree`` on 1.x).
 
         Groups: ``posterior`` (``alpha``, ``weights``, ``loc``, ``scale``, with
         a ``component`` dimension), ``sample_stats``, ``log_likelihood``
         (``obs``, pointwise), ``observed_data`` and, for optimising backends,
-        ``optimization`` (the loss of every step and the parameter history).
+        ``optimization`` (the loss of every step and the parameter history);
+        ``posterior_predictive`` when asked.
 
         Parameters
         ----------
@@ -402,7 +480,53 @@ class Fit:
             ``az.loo``). ``"auto"`` builds it unless it would exceed
             :data:`~dpgmm_ppl.arviz_io.MAX_LOG_LIKELIHOOD_VALUES` values
             (chains x draws x points), and warns when it leaves it out.
+        posterior_predictive : bool or dict
+            ``True``: add a ``posterior_predictive`` group holding
+            :meth:`posterior_predictive` at its defaults (one replicated data
+            set per draw, ``rng_key=0``); or pass what that method returned
+            (another key, ``num_samples``). Its ``obs`` has the dims of
+            ``observed_data``'s after ``(chain, draw)``, so ``az.plot_ppc``
+            (``az.plot_ppc_dist`` on ArviZ 1.x) works.
         """
         from dpgmm_ppl.arviz_io import fit_to_arviz
 
-        return fit_to_arviz(self, log_likelihood=log_likelihood)
+        return fit_to_arviz(
+            self, log_likelihood=log_likelihood, posterior_predictive=posterior_predictive
+        )
+
+    def posterior_predictive(self, rng_key=0, *, num_samples=None):
+        """Replicated data sets of the training data's shape, from each draw's mixture.
+
+        See :func:`dpgmm_ppl.predictive.posterior_predictive`; the same key
+        gives the same replicates.
+
+        Parameters
+        ----------
+        rng_key : int or PRNGKey
+        num_samples : int, optional
+            Replicates per chain; ``None`` is one per draw (see the function
+            for fewer or more).
+
+        Returns
+        -------
+        dict
+            ``{"obs": array}``, shape ``(chain, num_samples) + data.shape``.
+        """
+        from dpgmm_ppl.predictive import posterior_predictive
+
+        return posterior_predictive(self, rng_key, num_samples=num_samples)
+
+    def diagnostics(self):
+        """Divergences, max R-hat and min bulk ESS of the label-invariant quantities.
+
+        See :func:`dpgmm_ppl.diagnostics.diagnose` for the quantities (``alpha``,
+        ``lp``, the log density at three data points), the thresholds and what
+        the numbers mean for MAP and SVI restarts.
+
+        Returns
+        -------
+        Diagnostics
+        """
+        from dpgmm_ppl.diagnostics import diagnose
+
+        return diagnose(self)

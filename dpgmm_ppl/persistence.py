@@ -197,4 +197,11 @@ def load(path) -> Fit:
         options=json.loads(attrs["options"]),
         rng_key=None if rng_key is None else np.asarray(rng_key, np.uint32),
         permutations=None if permutations is None else permutations.astype(np.int64),
+        # Files written before the names were kept have none.
+        names=_names_from(attrs.get("names", "null")),
     )
+
+
+def _names_from(text):
+    names = json.loads(text)
+    return None if names is None else tuple(str(name) for name in names)

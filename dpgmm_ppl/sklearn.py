@@ -13,6 +13,7 @@ imports it, ``import dpgmm_ppl`` does not.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 
@@ -174,7 +175,9 @@ class DirichletProcessGMM(DensityMixin, BaseEstimator):
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Names of the features, when ``X`` has string column names.
     fit_ : dpgmm_ppl.Fit
-        The full result, with every chain and draw (``fit_.to_arviz()``).
+        The full result, with every chain and draw (``fit_.to_arviz()``);
+        its ``names`` are ``feature_names_in_`` where set, for the figures of
+        :mod:`dpgmm_ppl.plots`.
 
     Notes
     -----
@@ -361,7 +364,9 @@ class DirichletProcessGMM(DensityMixin, BaseEstimator):
             # Minus the last value of the objective the fit minimised (MAP's
             # log density at its mode, SVI's negative ELBO), per point.
             self.lower_bound_ = -float(losses[-1]) / num_points
-        self.fit_ = result
+        names = getattr(self, "feature_names_in_", None)
+        self.fit_ = result if names is None else dataclasses.replace(
+            result, names=tuple(str(name) for name in names))
 
     def fit_predict(self, X, y=None):
         """Fit the model to ``X`` and return the component of each sample.

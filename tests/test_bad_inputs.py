@@ -71,6 +71,13 @@ def hand_made_fit(dim=None):
                data=data, num_components=2, priors=dpgmm_ppl.Priors())
 
 
+def _frame_with_text():
+    """A pandas DataFrame of two named columns, one cell of which is text."""
+    pd = pytest.importorskip("pandas")
+    return pd.DataFrame({"height": [1.0, 2.0, 3.0, 4.0], "weight": [5.0, 6.0, "heavy", 8.0]},
+                        index=["a", "b", "c", "d"])
+
+
 def fit_tiny(data=TWO_GROUPS, **kwargs):
     """``dpgmm_ppl.fit`` with small defaults, for calls that must fail before fitting."""
     return dpgmm_ppl.fit(data, **{"num_components": 2, **kwargs})
@@ -117,9 +124,22 @@ def fit_data_rows():
                  ValueError,
                  r"^data must have shape \(N,\) or \(N, D\), got a 3-d array of shape \(4, 2, 2\)$"),
         BadInput("strings", lambda _: fit_tiny(np.array(["1", "2", "3"])),
-                 TypeError, r"^data must hold real numbers, got an array of dtype <U1$"),
+                 TypeError, r"^data must hold real numbers, got an array of dtype <U1 whose "
+                            r"values read as numbers; convert it with np\.asarray\(data, dtype=float\)$"),
         BadInput("objects", lambda _: fit_tiny(np.array([1.0, None, 2.0], dtype=object)),
-                 TypeError, r"^data must hold real numbers, got an array of dtype object$"),
+                 TypeError, r"^data must hold real numbers; row 1 holds None "
+                            r"\(an array of dtype object\)$"),
+        BadInput("objects-2d", lambda _: fit_tiny(np.array([[1.0, 2.0], [3.0, "4"], [5.0, "n/a"]],
+                                                           dtype=object)),
+                 TypeError, r"^data must hold real numbers; row 2, column 1 holds 'n/a' "),
+        BadInput("text-in-a-list", lambda _: fit_tiny([[1.0, 2.0], [3.0, "abc"]]),
+                 TypeError, r"^data must hold real numbers; row 1, column 1 holds 'abc' "),
+        BadInput("dataframe-text-cell", lambda _: fit_tiny(_frame_with_text()),
+                 TypeError, r"^data must hold real numbers; row 2 \(index 'c'\), column 1 "
+                            r"\('weight'\) holds 'heavy' \(an array of dtype object\)$"),
+        BadInput("heldout-text", lambda _: hand_made_fit().log_predictive_density(
+            np.array([1.0, "x"], dtype=object)),
+                 TypeError, r"^x must hold real numbers; row 1 holds 'x' "),
         BadInput("complex", lambda _: fit_tiny(np.array([1 + 2j, 3.0, 4.0])),
                  TypeError, r"^data must hold real numbers, got a complex array$"),
         BadInput("booleans", lambda _: fit_tiny(np.array([True, False, True])),

@@ -109,6 +109,17 @@ def test_save_and_load_round_trip_every_group(tmp_path):
     assert loaded.options["num_steps"] == 120 and loaded.timing == fit.timing
     x = np.linspace(-2, 2, 5)
     np.testing.assert_array_equal(loaded.log_predictive_density(x), fit.log_predictive_density(x))
+    assert fit.names is None and loaded.names is None
+
+
+def test_the_data_s_column_names_survive_save_and_load(tmp_path):
+    pandas = pytest.importorskip("pandas")
+    frame = pandas.DataFrame(
+        np.random.default_rng(1).normal(size=(60, 2)), columns=["eruptions", "waiting"]
+    )
+    fit = dpgmm_ppl.fit(frame, num_components=2, num_steps=50, history_every=50)
+    assert fit.names == ("eruptions", "waiting")
+    assert dpgmm_ppl.load(fit.save(tmp_path / "named.nc")).names == ("eruptions", "waiting")
 
 
 def test_load_refuses_foreign_files(tmp_path):

@@ -38,6 +38,10 @@ def test_crowded_fit_warns_and_names_both_remedies():
         dpgmm_ppl.fit(x, num_components=2, num_steps=300)
     message = str(caught[0].message)
     assert "Priors(scale_rate=" in message and "num_components" in message
+    # One component is always kept: no warning for it.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        dpgmm_ppl.fit(x, num_components=1, num_steps=50)
 
 
 def test_objective_is_checked_before_anything_is_traced():

@@ -291,7 +291,14 @@ def test_warmup_options_reach_numpyro_s_kernel(monkeypatch):
     assert made[0]["max_tree_depth"] == (3, 5)
     assert made[0]["inverse_mass_matrix"].shape == (2 + 2 + 1 + 1,)  # loc, scale, alpha, stick
     assert made[1]["max_tree_depth"] == 10 and made[1]["inverse_mass_matrix"] is None
-    assert made[1]["dense_mass"] is False and made[1]["target_accept_prob"] == 0.9
+    assert made[1]["dense_mass"] is False and made[1]["target_accept_prob"] == 0.9  # 60 points
+    # From 2,000 points on, the defaults are those for many points (size_defaults).
+    many = np.random.default_rng(4).normal(size=2_000).astype(np.float32)
+    options = {**common, "dense_mass": "auto", "centered_sticks": None}
+    with pytest.raises(Stop):
+        dpgmm_ppl.fit(many, **options)
+    assert made[2]["max_tree_depth"] == (8, 10)
+    assert made[2]["dense_mass"] is False and made[2]["target_accept_prob"] == 0.8
 
 
 def test_centred_sticks_are_those_with_enough_points_after_them():

@@ -152,17 +152,25 @@ def test_weights_of_posterior_show_mean_of_sorted_draws(posterior_fit):
     np.testing.assert_allclose(one_chain, draws[:3].mean(axis=0), rtol=1e-5)
 
 
-def test_loss_one_curve_per_chain(map_fit):
-    ax = plot_loss(map_fit)
-    assert len(ax.lines) == map_fit.num_chains
-    assert ax.get_yscale() == "log"
-    offset = map_fit.losses.min() - 1.0
-    for line, losses in zip(ax.lines, map_fit.losses):
-        steps, y = line.get_data()
-        assert len(y) == NUM_STEPS
+def test_loss_draws_each_chain_faintly_under_its_running_mean(map_fit):
+    """Each chain's raw loss, faint, then its running mean of ``window`` steps, on a linear
+    axis (the loss used to be ``loss - min + 1`` on a log scale; issue 22)."""
+    ax = plot_loss(map_fit, window=10)
+    assert len(ax.lines) == 2 * map_fit.num_chains
+    assert ax.get_yscale() == "linear"
+    for chain, losses in enumerate(map_fit.losses.astype(np.float64)):
+        raw, mean = ax.lines[2 * chain], ax.lines[2 * chain + 1]
+        steps, y = raw.get_data()
         np.testing.assert_array_equal(steps, np.arange(1, NUM_STEPS + 1))
-        np.testing.assert_allclose(y + offset, losses, rtol=1e-6)
-    assert min(line.get_ydata().min() for line in ax.lines) == pytest.approx(1.0)
+        np.testing.assert_allclose(y, losses, rtol=1e-6)
+        assert raw.get_alpha() < 0.5 and mean.get_alpha() is None
+        steps, y = mean.get_data()
+        np.testing.assert_array_equal(steps, np.arange(10, NUM_STEPS + 1))
+        expected = [losses[end - 10 : end].mean() for end in range(10, NUM_STEPS + 1)]
+        np.testing.assert_allclose(y, expected, rtol=1e-6)
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == [
+        f"chain {c}" + (" (best)" if c == map_fit.best_chain else "") for c in range(2)
+    ]
 
 
 @pytest.mark.parametrize("max_frames, expected", [(None, NUM_STEPS // HISTORY_EVERY), (4, 4)])

@@ -155,3 +155,25 @@ def test_cross_validation_folds_share_one_program():
             dpgmm_ppl.fit(train, rng_key=len(compiled), **options)
         compiled.append(events.counts[COMPILE_EVENT])
     assert compiled[1:] == [0, 0, 0, 0], compiled
+
+
+def test_an_optimizer_that_cannot_be_hashed_is_used_without_keeping_its_program():
+    import dataclasses
+
+    import optax
+
+    adam = optax.adam(0.05)
+
+    @dataclasses.dataclass  # eq=True without frozen: instances are unhashable
+    class Update:
+        def __call__(self, updates, state, params=None):
+            return adam.update(updates, state, params)
+
+    optimizer = optax.GradientTransformation(adam.init, Update())
+    built = _common.PROGRAM_COUNTS["built"]
+    x = _galaxies()
+    fits = [dpgmm_ppl.fit(x, num_components=4, num_steps=100, optimizer=optimizer) for _ in range(2)]
+    assert _common.PROGRAM_COUNTS["built"] == built + 2
+    reference = dpgmm_ppl.fit(x, num_components=4, num_steps=100, optimizer=adam)
+    for fit in fits:
+        np.testing.assert_allclose(fit.losses, reference.losses, rtol=1e-5)

@@ -35,10 +35,12 @@ _FIT_EPILOG = """\
 writes into --out:
   fit.nc        the fit as ArviZ netCDF (read it back with dpgmm_ppl.load)
   summary.json  backend, times, alpha, weights, components above 1% weight,
-                number of clusters, held-out score, data file, options, version
+                number of clusters, divergences, max R-hat and min ESS,
+                held-out score, data file, options, version
   *.png, *.gif  figures: density.png and training.gif for 1-d data,
-                components.png (ellipses) for 2 or more columns, loss.png for
-                map and svi, trace.png for nuts, weights.png always
+                components.png (ellipses; a pair plot beyond 2 columns) for
+                2 or more columns, loss.png for map and svi, trace.png for
+                nuts, weights.png always; axes named after the CSV header
 Existing files are never overwritten without --force.
 
 example:

@@ -2,15 +2,17 @@
 
 The drawing is :mod:`dpgmm_ppl.plots`'s; this module picks the figures that
 make sense for a fit (density plots need 1-d data, the ellipses of the
-components two columns or more, the loss an optimiser, the trace plot Markov
-chains) and says why it leaves out the others.
+components two columns or more, a pair plot beyond two, the loss an
+optimiser, the trace plot Markov chains) and says why it leaves out the
+others. Every axis that shows a column of the data carries its name from
+the CSV header.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["FIGURES", "plan_figures", "save_figure", "write_figure"]
+__all__ = ["FIGURES", "draw_figure", "plan_figures", "save_figure", "write_figure"]
 
 #: Every figure the command can write, in the order it writes them.
 FIGURES = ("density.png", "components.png", "weights.png", "loss.png", "training.gif", "trace.png")
@@ -79,36 +81,53 @@ def save_figure(figure, path, **savefig_options):
     return Path(path)
 
 
-def write_figure(name, fit, out_dir):
-    """Draw figure ``name`` of ``fit`` and write it to ``out_dir / name`` atomically."""
+def draw_figure(name, fit, *, names=None):
+    """The matplotlib Figure of figure ``name`` (not the GIF), its axes named after ``names``.
+
+    ``names`` are the data's column names (the CSV header; default
+    ``fit.names``). ``components.png`` is the pair plot of every column for
+    more than two (:func:`dpgmm_ppl.plots.plot_components`), and
+    ``trace.png`` traces every column up to four.
+    """
     import matplotlib.pyplot as plt
 
     from dpgmm_ppl import plots
+    from dpgmm_ppl.plots.training import figure_of
+
+    draw = {
+        "density.png": lambda: plots.plot_density(fit, names=names),
+        "components.png": lambda: plots.plot_components(fit, names=names),
+        "weights.png": lambda: plots.plot_weights(fit),
+        "loss.png": lambda: plots.plot_loss(fit),
+        "trace.png": lambda: plots.plot_label_switching(
+            fit, num_leading=min(4, fit.num_components), names=names),
+    }[name]
+    before = set(plt.get_fignums())
+    try:
+        return figure_of(draw())
+    except BaseException:
+        for number in set(plt.get_fignums()) - before:
+            plt.close(number)
+        raise
+
+
+def write_figure(name, fit, out_dir, *, names=None):
+    """Draw figure ``name`` of ``fit`` and write it to ``out_dir / name`` atomically.
+
+    ``names`` label the axes (:func:`draw_figure`).
+    """
+    import matplotlib.pyplot as plt
+
     from dpgmm_ppl.persistence import atomic_output
     from dpgmm_ppl.plots.training import _training_animation
 
     path = Path(out_dir) / name
     if name == "training.gif":
-        figure, animation = _training_animation(fit, None, max_frames=MAX_FRAMES)
+        figure, animation = _training_animation(fit, None, max_frames=MAX_FRAMES, names=names)
         try:
             with atomic_output(path) as temporary:
                 animation.save(temporary, writer="pillow", dpi=GIF_DPI)
         finally:
             plt.close(figure)
         return path
-    if name == "trace.png":
-        axes = plots.plot_label_switching(fit, num_leading=min(4, fit.num_components))
-        return save_figure(axes[0].figure, path)
-    draw = {
-        "density.png": plots.plot_density,
-        "components.png": plots.plot_components,
-        "weights.png": plots.plot_weights,
-        "loss.png": plots.plot_loss,
-    }[name]
-    figure, ax = plt.subplots()
-    try:
-        draw(fit, ax=ax)
-    except BaseException:
-        plt.close(figure)
-        raise
-    return save_figure(figure, path)
+    return save_figure(draw_figure(name, fit, names=names), path)

@@ -21,7 +21,7 @@ from dpgmm_ppl.cli._commands import QUICK_OPTIONS
 from dpgmm_ppl.cli._figures import FIGURES, plan_figures, write_figure
 from dpgmm_ppl.cli._files import check_outputs_free, read_table, write_text_atomic
 
-__all__ = ["FIT_FILE", "SUMMARY_FILE", "run_fit", "summarize"]
+__all__ = ["FIT_FILE", "SUMMARY_FILE", "diagnostics_record", "run_fit", "summarize"]
 
 FIT_FILE, SUMMARY_FILE = "fit.nc", "summary.json"
 #: Every file the command may write.
@@ -134,6 +134,34 @@ def summarize(fit):
     }
 
 
+def diagnostics_record(fit):
+    """``divergences``, ``max_rhat`` and ``min_ess`` of :meth:`~dpgmm_ppl.fit.Fit.diagnostics`,
+    and its whole ``to_dict()`` under ``diagnostics``.
+
+    ``None`` where a number is undefined: divergences for MAP and SVI, R-hat
+    and ESS for MAP (one draw per restart; see :mod:`dpgmm_ppl.diagnostics`).
+    """
+    details = fit.diagnostics().to_dict()
+    record = {name: details[name] for name in ("divergences", "max_rhat", "min_ess")}
+    record["diagnostics"] = details
+    return record
+
+
+def _print_diagnostics(details, stream):
+    """One line of diagnostics, then a ``warning:`` line per failed check."""
+    def shown(value, form):
+        return "n/a" if value is None else format(value, form)
+
+    thresholds = details["thresholds"]
+    print(f"diagnostics: divergences {shown(details['divergences'], 'd')}, "
+          f"max R-hat {shown(details['max_rhat'], '.3f')}, "
+          f"min bulk ESS {shown(details['min_ess'], '.0f')} "
+          f"(flagged: R-hat > {thresholds['max_rhat']}, ESS < {thresholds['min_ess']}, "
+          "any divergence)", file=stream)
+    for problem in details["problems"]:
+        print(f"warning: {problem}", file=stream)
+
+
 def _check_heldout(path, table, heldout_path, heldout):
     def width(values):
         return 1 if values.ndim == 1 else values.shape[1]
@@ -166,6 +194,7 @@ def _fit_record(args, table, heldout, fit, wall_seconds, score):
         },
     }
     record.update(summarize(fit))
+    record.update(diagnostics_record(fit))
     if heldout is not None:
         record["heldout"] = {
             "file": os.path.abspath(args["heldout"]),
@@ -245,6 +274,7 @@ def run_fit(path, *, out_dir="fit-output", columns=None, heldout=None, backend="
     record = _fit_record(args, table, held, fit, wall_seconds, score)
     record["figures"], record["figures_skipped"] = drawn, skipped
     _print_summary(record)
+    _print_diagnostics(record["diagnostics"], sys.stderr)
     _write_outputs(fit, record, out, drawn, progress_bar=progress_bar)
     return fit, record
 
@@ -262,7 +292,8 @@ def _write_outputs(fit, record, out, drawn, *, progress_bar):
             (out / name).unlink()
             print(f"removed {out / name} (a figure of the earlier fit)")
     steps = [(FIT_FILE, lambda: fit.save(out / FIT_FILE))]
-    steps += [(name, lambda name=name: write_figure(name, fit, out)) for name in drawn]
+    steps += [(name, lambda name=name: write_figure(name, fit, out, names=record["columns"]))
+              for name in drawn]
     steps.append((SUMMARY_FILE, lambda: write_text_atomic(
         out / SUMMARY_FILE, json.dumps(record, indent=2) + "\n")))
     written = []

@@ -133,6 +133,9 @@ def cached_program(key, build):
     except KeyError:
         PROGRAM_COUNTS["built"] += 1
         program = build()
+    except TypeError:  # an unhashable part (a user's optimiser): not kept
+        PROGRAM_COUNTS["built"] += 1
+        return build()
     return _remember(_PROGRAMS, key, program)
 
 

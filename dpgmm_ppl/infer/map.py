@@ -139,14 +139,16 @@ def parameters_per_component(density):
 
 
 def _warn_if_crowded(weights, objective_values, num_components):
-    """Warn when the best restart keeps more than half of its components above :data:`KEPT_WEIGHT`.
+    """Warn when the best restart keeps more than half of its K > 1 components.
 
+    A component is kept above :data:`KEPT_WEIGHT` weight.
     The best restart is the fit's answer (:attr:`Fit.best_chain
     <dpgmm_ppl.Fit.best_chain>`): the highest value of the objective.
     """
     best = int(np.nanargmax(np.asarray(objective_values)))
     kept = int(np.sum(np.asarray(weights)[best] > KEPT_WEIGHT))
-    if 2 * kept > num_components:
+    # A single component is always kept: nothing to warn about.
+    if num_components > 1 and 2 * kept > num_components:
         warnings.warn(
             f"MAP kept {kept} of {num_components} components above "
             f"{KEPT_WEIGHT:g} weight (best restart, {best}). Either the "

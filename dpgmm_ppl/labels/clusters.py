@@ -6,11 +6,15 @@ from typing import NamedTuple
 
 import numpy as np
 
+from dpgmm_ppl._display import html_table, text_table
 from dpgmm_ppl._validation import check_rng_key
 from dpgmm_ppl.labels._checks import _check_fit, _check_number
 from dpgmm_ppl.labels._kernels import _block_layout, _flat_draws, _per_draw, _prepared_points
 
 __all__ = ["NumClustersPosterior", "num_clusters_posterior"]
+
+#: Numbers of clusters a summary lists at most (those with a probability above 0).
+MAX_ROWS = 12
 
 
 class NumClustersPosterior(NamedTuple):
@@ -29,6 +33,31 @@ class NumClustersPosterior(NamedTuple):
     occupied_probabilities: np.ndarray  # (K + 1,)
     above_threshold_probabilities: np.ndarray  # (K + 1,)
     threshold: float
+
+    def _table(self):
+        """Header and rows: each number of clusters with a probability above 0, and the means."""
+        values = np.asarray(self.values)
+        occupied = np.asarray(self.occupied_probabilities)
+        above = np.asarray(self.above_threshold_probabilities)
+        shown = values[(occupied > 0) | (above > 0)][:MAX_ROWS]
+        header = ("clusters", "P(occupied)", f"P(weight > {self.threshold:g})")
+        rows = [(str(value), f"{occupied[value]:.3f}", f"{above[value]:.3f}") for value in shown]
+        rows.append(("mean", f"{np.sum(values * occupied):.2f}", f"{np.sum(values * above):.2f}"))
+        return header, rows
+
+    def __repr__(self):
+        num_chains, num_draws = np.shape(self.occupied)
+        header, rows = self._table()
+        return "\n".join([
+            f"NumClustersPosterior(threshold={self.threshold:g}, "
+            f"{num_chains} chains x {num_draws} draws)",
+            *text_table(rows, header=header),
+            "  per draw: .occupied, .above_threshold",
+        ])
+
+    def _repr_html_(self):
+        header, rows = self._table()
+        return html_table(rows, header=header, caption="posterior of the number of clusters")
 
 
 def num_clusters_posterior(fit, x=None, *, threshold=0.01, rng_key=0):
@@ -68,6 +97,12 @@ def num_clusters_posterior(fit, x=None, *, threshold=0.01, rng_key=0):
     >>> result = num_clusters_posterior(fit)
     >>> result.occupied_probabilities.tolist(), result.above_threshold_probabilities.tolist()
     ([0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 1.0, 0.0])
+    >>> result
+    NumClustersPosterior(threshold=0.01, 1 chains x 1 draws)
+      clusters  P(occupied)  P(weight > 0.01)
+      2         1.000        1.000
+      mean      2.00         2.00
+      per draw: .occupied, .above_threshold
     """
     _check_fit(fit)
     x, dtype = _prepared_points(fit, x)

@@ -13,6 +13,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from dpgmm_ppl._display import text_table
 from dpgmm_ppl._validation import check_positive_int, check_rng_key
 from dpgmm_ppl.labels._checks import _check_choice, _check_fit, _check_max_points
 from dpgmm_ppl.labels._kernels import (
@@ -31,10 +32,26 @@ LOSSES = ("vi", "binder")
 
 
 class Coclustering(NamedTuple):
-    """A posterior similarity matrix and the rows of ``x`` it covers."""
+    """A posterior similarity matrix and the rows of ``x`` it covers.
+
+    ``repr`` is a short summary; :func:`dpgmm_ppl.plots.plot_coclustering`
+    draws it.
+    """
 
     matrix: np.ndarray  # (m, m)
     indices: np.ndarray  # (m,)
+
+    def __repr__(self):
+        matrix = np.asarray(self.matrix, np.float64)
+        size = matrix.shape[0]
+        off_diagonal = matrix[~np.eye(size, dtype=bool)]
+        summary = "no pairs" if off_diagonal.size == 0 else (
+            f"mean {off_diagonal.mean():.3f}; {np.mean(off_diagonal > 0.5):.0%} of pairs above 0.5")
+        indices = np.asarray(self.indices)
+        covered = "none" if indices.size == 0 else (
+            f"{indices.size} rows of the data, {indices.min()} to {indices.max()}")
+        rows = [("matrix", f"{matrix.shape}; off the diagonal {summary}"), ("indices", covered)]
+        return "\n".join([f"Coclustering({size} points)", *text_table(rows)])
 
 
 def _subsample(num_points, max_points, key):
@@ -100,12 +117,26 @@ def coclustering_matrix(fit, x=None, *, max_points=None, rng_key=0):
 
 
 class Partition(NamedTuple):
-    """A point estimate of the clustering of the data."""
+    """A point estimate of the clustering of the data; ``repr`` is a short summary."""
 
     labels: np.ndarray  # (n,) int, 0 the largest cluster
     expected_loss: float  # of the optimised points' partition
     loss: str
     indices: np.ndarray  # points whose partition was optimised; the rest were placed after
+
+    def __repr__(self):
+        labels = np.asarray(self.labels)
+        sizes = np.bincount(labels) if labels.size else np.zeros(0, int)
+        shown = ", ".join(str(size) for size in sizes[:8]) + (", ..." if sizes.size > 8 else "")
+        optimised = np.size(self.indices)
+        rows = [
+            ("clusters", f"{sizes.size}, of sizes {shown}" if sizes.size else "0"),
+            ("labels", f"{labels.size} points, 0 the largest cluster"),
+            ("indices", f"{optimised} points searched"
+             + ("" if optimised == labels.size else ", the others placed after")),
+        ]
+        header = f"Partition(loss={self.loss!r}, expected_loss={float(self.expected_loss):.4g})"
+        return "\n".join([header, *text_table(rows)])
 
 
 def _xlogx(values):
@@ -259,6 +290,11 @@ def point_partition(fit, x=None, *, loss="vi", max_points=2000, num_initial=4, m
     ...           np.array([4.0, -5.0, 5.0, -4.0, 6.0]), 2, Priors())
     >>> point_partition(fit).labels.tolist()
     [0, 1, 0, 1, 0]
+    >>> point_partition(fit)  # doctest: +ELLIPSIS
+    Partition(loss='vi', expected_loss=...)
+      clusters  2, of sizes 3, 2
+      labels    5 points, 0 the largest cluster
+      indices   5 points searched
     """
     _check_fit(fit)
     _check_choice("loss", loss, LOSSES)

@@ -18,10 +18,12 @@ from typing import NamedTuple
 
 import numpy as np
 
+from dpgmm_ppl._display import html_table, text_table
 from dpgmm_ppl.fit import mixture_log_density
 from dpgmm_ppl.labels._checks import _check_fit, _check_number
 from dpgmm_ppl.labels._kernels import _SITES
 from dpgmm_ppl.labels.relabelling import _best_permutations
+from dpgmm_ppl.priors import data_center_and_spread
 
 __all__ = ["LabelSwitchingReport", "label_switching_report", "ORDER_DEPENDENT"]
 
@@ -76,12 +78,8 @@ class LabelSwitchingReport(NamedTuple):
         lines.append("  * depends on the order of the components under the stick-breaking "
                      "prior; not used in the verdict")
         lines.append(f"  {'per component, worst':<26}{'R-hat':>8}{'ESS':>9}  component")
-        for name, rhat in self.component_rhat.items():
-            rhat = _worst_per_component(rhat, np.fmax)
-            ess = _worst_per_component(self.component_ess[name], np.fmin)
-            worst = int(np.argmax(np.nan_to_num(rhat, nan=-np.inf)))
-            lowest = np.nan if np.isnan(ess).all() else np.nanmin(ess)
-            lines.append(f"  {name:<26}{rhat[worst]:>8.3f}{lowest:>9.0f}  {worst}")
+        for name, rhat, lowest, worst in self._worst_components():
+            lines.append(f"  {name:<26}{rhat:>8.3f}{lowest:>9.0f}  {worst}")
         lines.append("  chain permutations onto chain 0 (new[k] = old[perm[k]]):")
         lines.extend(f"    chain {chain}: {permutation.tolist()}"
                      for chain, permutation in enumerate(self.chain_permutations))
@@ -90,6 +88,44 @@ class LabelSwitchingReport(NamedTuple):
 
     def __str__(self):
         return self.to_string()
+
+    def _worst_components(self):
+        """``(site, worst R-hat, lowest ESS, component)`` of each per-component site."""
+        rows = []
+        for name, rhat in self.component_rhat.items():
+            rhat = _worst_per_component(rhat, np.fmax)
+            ess = _worst_per_component(self.component_ess[name], np.fmin)
+            worst = int(np.argmax(np.nan_to_num(rhat, nan=-np.inf)))
+            lowest = np.nan if np.isnan(ess).all() else float(np.nanmin(ess))
+            rows.append((name, float(rhat[worst]), lowest, worst))
+        return rows
+
+    def __repr__(self):
+        worst = max(self._worst_components(), key=lambda row: np.nan_to_num(row[1], nan=-np.inf))
+        invariant = [rhat for name, rhat in self.invariant_rhat.items() if name not in ORDER_DEPENDENT]
+        highest = np.nan if np.isnan(invariant).all() else float(np.nanmax(invariant))
+        permutations = np.asarray(self.chain_permutations)
+        moved = int(np.sum(np.any(permutations != np.arange(permutations.shape[-1]), axis=-1)))
+        rows = [
+            ("worst component R-hat", f"{worst[1]:.3f} ({worst[0]}, component {worst[3]})"),
+            ("label-invariant R-hat", f"at most {highest:.3f} (alpha and lp not counted)"),
+            ("chains relabelled", f"{moved} of {permutations.shape[0]} differ from chain 0"),
+        ]
+        if self.notes:
+            rows.append(("notes", f"{len(self.notes)}; print(report) for them and the table"))
+        header = f"LabelSwitchingReport(is_switching={self.is_switching}, threshold={self.threshold:g})"
+        return "\n".join([header, *text_table(rows)])
+
+    def _repr_html_(self):
+        rows = [(f"{name} *" if name in ORDER_DEPENDENT else name, f"{rhat:.3f}",
+                 f"{self.invariant_ess[name]:.0f}", "")
+                for name, rhat in self.invariant_rhat.items()]
+        rows += [(f"{name} (worst)", f"{rhat:.3f}", f"{ess:.0f}", str(component))
+                 for name, rhat, ess, component in self._worst_components()]
+        verdict = "label switching detected" if self.is_switching else "no label switching detected"
+        caption = (f"{verdict} (R-hat threshold {self.threshold:g}); "
+                   "* depends on the order of the components, not used in the verdict")
+        return html_table(rows, header=("quantity", "R-hat", "ESS", "component"), caption=caption)
 
 
 def _worst_per_component(values, pick):
@@ -136,7 +172,9 @@ def _per_dimension(samples):
 
 def _chain_permutations(fit, x):
     """Per chain, the assignment of its mean parameters onto chain 0's."""
-    spread = np.std(x, axis=0) + np.finfo(np.float64).tiny
+    # A constant column's magnitude, or 1, stands in for its zero spread (as in the
+    # priors): dividing by a tiny number overflowed the features of such a column.
+    spread = data_center_and_spread(x)[1]
     lead = (fit.num_chains, fit.num_components, -1)
     features = np.concatenate([
         np.mean(fit.samples["weights"], axis=1).reshape(lead),

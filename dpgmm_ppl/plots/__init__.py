@@ -1,10 +1,13 @@
 """Matplotlib figures of a :class:`~dpgmm_ppl.fit.Fit`.
 
 Post-processing only: nothing here re-fits. Each ``plot_*`` function takes
-``ax=None`` (a new pyplot figure when omitted) and returns the Axes. Only this
-package imports matplotlib. Density plots are for scalar data; for vector
-data, :func:`plot_components` draws the points with each component as an
-ellipse.
+``ax=None`` (a new pyplot figure when omitted) and returns the Axes; the
+figures of several panels take ``axes`` and return an array of them. Only
+this package imports matplotlib. Density plots are for scalar data; for
+vector data, :func:`plot_components` draws the points with each component
+as an ellipse, as a pair plot of every two columns beyond two. Every axis
+that shows a column of the data is named after it: ``names=`` where given,
+else ``fit.names`` (a DataFrame's columns, a CSV header), else ``x[0]``, ....
 """
 
 from dpgmm_ppl.plots._common import GRID_PAD, GRID_SIZE

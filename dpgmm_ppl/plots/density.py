@@ -11,6 +11,7 @@ from dpgmm_ppl.plots._common import (
     data_1d,
     density_axes,
     density_grid,
+    dimension_names,
     weighted_components,
 )
 
@@ -20,7 +21,9 @@ __all__ = ["plot_density", "plot_predictive_comparison", "plot_weights"]
 MAX_FAINT_DRAWS = 100
 
 
-def plot_density(fit, data=None, *, chain=None, bins=100, component_threshold=0.01, ax=None):
+def plot_density(
+    fit, data=None, *, chain=None, bins=100, component_threshold=0.01, names=None, ax=None
+):
     """Histogram of the data with the fitted mixture density and its weighted components.
 
     ``ax.lines[0]`` is ``exp(fit.log_predictive_density(grid, chain=chain))`` on
@@ -41,6 +44,8 @@ def plot_density(fit, data=None, *, chain=None, bins=100, component_threshold=0.
     chain : int, optional
     bins : int
     component_threshold : float
+    names : sequence of one str, optional
+        The data's name for the x axis; default ``fit.names``, else ``"x"``.
     ax : matplotlib.axes.Axes, optional
 
     Returns
@@ -58,12 +63,12 @@ def plot_density(fit, data=None, *, chain=None, bins=100, component_threshold=0.
     data = data_1d(fit, data)
     index = chain_index(fit, chain)
     ax = plt.subplots()[1] if ax is None else ax
-    density_axes(ax, data, bins)
+    density_axes(ax, data, bins, xlabel=dimension_names(fit, names)[0])
     grid = density_grid(data)
     density = np.exp(fit.log_predictive_density(grid, chain=chain))
     ax.plot(grid, density, "k", lw=2, label="mixture")
-    names = ("weights", "loc", "scale")
-    weights, loc, scale = (np.mean(fit.samples[name][index], axis=0) for name in names)
+    sites = ("weights", "loc", "scale")
+    weights, loc, scale = (np.mean(fit.samples[site][index], axis=0) for site in sites)
     curves = weighted_components(weights, loc, scale, grid)
     for i, k in enumerate(np.flatnonzero(weights > component_threshold)):
         label = "_nolegend_" if i else "components"
@@ -107,7 +112,7 @@ def plot_weights(fit, *, chain=None, ax=None):
     return ax
 
 
-def plot_predictive_comparison(fits, data=None, *, hdi_prob=0.9, bins=100, ax=None):
+def plot_predictive_comparison(fits, data=None, *, hdi_prob=0.9, bins=100, names=None, ax=None):
     """Predictive densities of several fits over one histogram.
 
     A MAP fit is a line; a posterior (SVI, NUTS) is its mean density with an
@@ -124,6 +129,8 @@ def plot_predictive_comparison(fits, data=None, *, hdi_prob=0.9, bins=100, ax=No
         Mass of the bands.
     bins : int
         Histogram bins.
+    names : sequence of one str, optional
+        The data's name for the x axis; default the first fit's ``names``, else ``"x"``.
     ax : matplotlib Axes, optional
 
     Returns
@@ -137,7 +144,7 @@ def plot_predictive_comparison(fits, data=None, *, hdi_prob=0.9, bins=100, ax=No
     first = next(iter(fits.values()))
     data = data_1d(first, data)
     ax = plt.subplots(figsize=(8, 4))[1] if ax is None else ax
-    density_axes(ax, data, bins, histtype="stepfilled")
+    density_axes(ax, data, bins, histtype="stepfilled", xlabel=dimension_names(first, names)[0])
     grid = density_grid(data)
     for name, fit in fits.items():
         band = fit.predictive_density(grid, hdi_prob=hdi_prob)
@@ -146,7 +153,6 @@ def plot_predictive_comparison(fits, data=None, *, hdi_prob=0.9, bins=100, ax=No
         (line,) = ax.plot(grid, band.mean, label=label)
         if fit.backend != "map":
             ax.fill_between(grid, band.lower, band.upper, color=line.get_color(), alpha=0.25)
-    ax.set_xlabel("x")
     ax.set_ylabel("density")
     ax.set_title(f"predictive densities; bands: {hdi_prob:.0%} HDI over draws")
     ax.legend()

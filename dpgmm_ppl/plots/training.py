@@ -15,6 +15,7 @@ from dpgmm_ppl.plots._common import (
     data_1d,
     density_axes,
     density_grid,
+    dimension_names,
     weighted_components,
 )
 from dpgmm_ppl.plots.components import plot_components
@@ -23,45 +24,110 @@ from dpgmm_ppl.plots.density import plot_density, plot_weights
 __all__ = ["animate_training", "plot_loss", "save_figures"]
 
 
-def plot_loss(fit, *, ax=None):
-    """Loss against step for each chain (restart), on a log scale.
+#: The running mean of :func:`plot_loss` spans this fraction of the steps by default.
+WINDOW_FRACTION = 0.02
+#: The y axis of :func:`plot_loss` is fitted to the steps after this fraction of them.
+BURN_IN_FRACTION = 0.05
 
-    The objective (minus a log density) can be negative, so the curve drawn is
-    ``loss - min(loss) + 1``, with one minimum over all chains and steps so that
-    the chains stay comparable and the best point sits at 1. Raises
-    ``ValueError`` if ``fit.losses`` is None (NUTS records no loss).
+
+def running_mean(values, window):
+    """Mean of each ``window`` consecutive values (the trailing window), along the last axis.
+
+    Non-finite values are NaN here, and so is the mean of a window holding one.
+
+    Examples
+    --------
+    >>> running_mean(np.array([1.0, 2.0, 3.0, 4.0]), 2).tolist()
+    [1.5, 2.5, 3.5]
+    """
+    values = np.where(np.isfinite(values), values, np.nan)
+    return np.lib.stride_tricks.sliding_window_view(values, window, axis=-1).mean(axis=-1)
+
+
+def plot_loss(fit, *, window=None, ax=None):
+    """The loss against step for each chain (restart): a running mean over the faint raw values.
+
+    For SVI the loss is the negative ELBO, estimated afresh at every step
+    from ``num_particles`` draws, so one step says little: the running mean
+    of ``window`` steps (default 2% of them) shows the trend, and the raw
+    values behind it (faint) its noise. For MAP the loss is minus the
+    objective, and the running mean follows it closely. The y axis is
+    linear and fitted to the steps after the first 5%, so that the early
+    descent does not flatten the rest. Raises ``ValueError`` if
+    ``fit.losses`` is None (NUTS records no loss).
 
     Parameters
     ----------
     fit : Fit
+    window : int, optional
+        Steps in each mean.
     ax : matplotlib.axes.Axes, optional
 
     Returns
     -------
     matplotlib.axes.Axes
+        ``ax.lines[2 * c]`` is chain ``c``'s raw loss, ``ax.lines[2 * c + 1]``
+        its running mean, drawn at the last step of each window.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dpgmm_ppl.fit import Fit
+    >>> from dpgmm_ppl.priors import Priors
+    >>> samples = {"alpha": np.ones((1, 1)), "weights": np.ones((1, 1, 1)),
+    ...            "loc": np.zeros((1, 1, 1)), "scale": np.ones((1, 1, 1))}
+    >>> losses = 100.0 + np.random.default_rng(0).normal(0.0, 5.0, (1, 400))
+    >>> fit = Fit("svi", samples, {"lp": np.zeros((1, 1))}, np.zeros(4), 1, Priors(),
+    ...           losses=losses)
+    >>> ax = plot_loss(fit, window=100)
+    >>> ax.get_ylabel(), len(ax.lines[1].get_ydata())
+    ('negative ELBO', 301)
     """
     check_fit(fit)
     if fit.losses is None:
         raise ValueError(f"fit.losses is None: the {fit.backend!r} backend records no loss")
     losses = np.asarray(fit.losses, np.float64)
-    finite = losses[np.isfinite(losses)]
-    if finite.size == 0:
+    if not np.isfinite(losses).any():
         raise ValueError("fit.losses has no finite value to plot")
+    num_steps = losses.shape[1]
+    if window is None:
+        window = max(1, round(WINDOW_FRACTION * num_steps))
+    window = min(check_positive_int("window", window), num_steps)
+    means = running_mean(losses, window)
+    steps = np.arange(1, num_steps + 1)
     ax = plt.subplots()[1] if ax is None else ax
-    steps = np.arange(1, losses.shape[1] + 1)
-    for chain, chain_losses in enumerate(losses):
+    for chain in range(fit.num_chains):
+        color = f"C{chain % 10}"
         best = " (best)" if chain == fit.best_chain and fit.num_chains > 1 else ""
-        ax.plot(steps, chain_losses - finite.min() + 1.0, lw=1, label=f"chain {chain}{best}")
-    ax.set_yscale("log")
+        ax.plot(steps, losses[chain], lw=0.5, alpha=0.25, color=color, label="_nolegend_")
+        ax.plot(steps[window - 1 :], means[chain], lw=1.5, color=color, label=f"chain {chain}{best}")
+    ax.set_ylim(*_loss_limits(losses, means, window))
     ax.set_xlabel("step")
-    ax.set_ylabel("loss - min(loss) + 1")
+    ax.set_ylabel("negative ELBO" if fit.backend == "svi" else "loss (minus the objective)")
+    ax.set_title(f"{fit.backend}: running mean of {window} steps over the raw values (faint)",
+                 fontsize="medium")
     if 1 < fit.num_chains <= 10:
         ax.legend()
     return ax
 
 
+def _loss_limits(losses, means, window):
+    """The y range of the running means and of most raw values, after the first steps."""
+    start = int(BURN_IN_FRACTION * losses.shape[1])
+    raw = losses[:, start:][np.isfinite(losses[:, start:])]
+    later = means[:, max(0, start - window + 1) :]
+    later = later[np.isfinite(later)]
+    values = np.concatenate([later, np.percentile(raw, [1, 99]) if raw.size else []])
+    if values.size == 0:  # only the first steps were finite
+        values = losses[np.isfinite(losses)]
+    low, high = float(values.min()), float(values.max())
+    pad = 0.05 * (high - low) if high > low else max(abs(low), 1.0) * 0.05
+    return low - pad, high + pad
+
+
 def _training_animation(
-    fit, data, *, chain=None, interval=50, bins=100, component_threshold=0.01, max_frames=None
+    fit, data, *, chain=None, interval=50, bins=100, component_threshold=0.01, max_frames=None,
+    names=None,
 ):
     check_fit(fit, bins=bins, component_threshold=component_threshold)
     if fit.history is None or fit.history_steps is None:
@@ -79,7 +145,8 @@ def _training_animation(
 
     fig, ax = plt.subplots()
     # One filled outline instead of `bins` bars: a frame draws in about half the time.
-    heights = density_axes(ax, data, bins, histtype="stepfilled")
+    heights = density_axes(ax, data, bins, histtype="stepfilled",
+                           xlabel=dimension_names(fit, names)[0])
     (mixture_line,) = ax.plot(grid, mixture[0], "k", lw=2)
     lines = [
         ax.plot(grid, curve, lw=1, ls="--", color=f"C{k % 10}")[0]
@@ -102,7 +169,8 @@ def _training_animation(
 
 
 def animate_training(
-    fit, data=None, *, chain=None, interval=50, bins=100, component_threshold=0.01, max_frames=None
+    fit, data=None, *, chain=None, interval=50, bins=100, component_threshold=0.01, max_frames=None,
+    names=None,
 ):
     """Animation of the mixture density over the recorded (MAP) parameter history.
 
@@ -113,7 +181,7 @@ def animate_training(
 
     Parameters
     ----------
-    fit, data, chain, bins, component_threshold
+    fit, data, chain, bins, component_threshold, names
         As in :func:`plot_density`.
     interval : int
         Milliseconds between frames.
@@ -125,19 +193,33 @@ def animate_training(
     matplotlib.animation.FuncAnimation
         Save it with ``animation.save("training.gif", writer="pillow")``.
     """
-    options = dict(chain=chain, interval=interval, bins=bins, max_frames=max_frames)
+    options = dict(chain=chain, interval=interval, bins=bins, max_frames=max_frames, names=names)
     return _training_animation(fit, data, component_threshold=component_threshold, **options)[1]
 
 
-def save_figures(fit, out_dir, *, data=None, max_frames=100, dpi=60):
+def figure_of(drawn):
+    """The Figure of what a ``plot_*`` function returned: an Axes or an array of them.
+
+    Examples
+    --------
+    >>> fig, axes = plt.subplots(2, 2)
+    >>> figure_of(axes) is fig is figure_of(axes[0, 1])
+    True
+    >>> plt.close(fig)
+    """
+    return np.asarray(drawn, dtype=object).flat[0].figure
+
+
+def save_figures(fit, out_dir, *, data=None, names=None, max_frames=100, dpi=60):
     """Write ``density.png``, ``weights.png``, ``loss.png`` and ``training.gif`` to ``out_dir``.
 
     ``loss.png`` and ``training.gif`` are skipped for a fit without losses or
     history (NUTS). The GIF keeps at most ``max_frames`` frames, at ``dpi``.
     ``out_dir`` is created if missing; ``data`` defaults to ``fit.data``.
-    For vector data, ``components.png`` (:func:`~dpgmm_ppl.plots.plot_components`,
-    the first two coordinates) takes the place of ``density.png``, and there
-    is no GIF.
+    For vector data, ``components.png`` (:func:`~dpgmm_ppl.plots.plot_components`:
+    the ellipses of two columns, or the pair plot of more) takes the place
+    of ``density.png``, and there is no GIF. ``names`` (default
+    ``fit.names``) label the axes.
 
     Returns
     -------
@@ -145,6 +227,7 @@ def save_figures(fit, out_dir, *, data=None, max_frames=100, dpi=60):
         The files written.
     """
     check_fit(fit)
+    dimension_names(fit, names)  # refused here, before any file is written
     is_scalar = fit.dim is None
     if is_scalar:
         data = data_1d(fit, data)
@@ -152,23 +235,23 @@ def save_figures(fit, out_dir, *, data=None, max_frames=100, dpi=60):
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = {}
     if is_scalar:
-        plots["density.png"] = lambda ax: plot_density(fit, data, ax=ax)
-    elif fit.dim >= 2:
-        plots["components.png"] = lambda ax: plot_components(fit, data, ax=ax)
-    plots["weights.png"] = lambda ax: plot_weights(fit, ax=ax)
+        plots["density.png"] = lambda: plot_density(fit, data, names=names)
+    else:
+        plots["components.png"] = lambda: plot_components(fit, data, names=names)
+    plots["weights.png"] = lambda: plot_weights(fit)
     if fit.losses is not None:
-        plots["loss.png"] = lambda ax: plot_loss(fit, ax=ax)
+        plots["loss.png"] = lambda: plot_loss(fit)
     paths = []
     for name, draw in plots.items():
-        fig, ax = plt.subplots()
+        before = set(plt.get_fignums())
         try:
-            draw(ax)
-            fig.savefig(out_dir / name)
-        finally:
-            plt.close(fig)
+            figure_of(draw()).savefig(out_dir / name)
+        finally:  # the figures this one opened, and no other
+            for number in set(plt.get_fignums()) - before:
+                plt.close(number)
         paths.append(out_dir / name)
     if fit.history is not None and is_scalar:
-        fig, animation = _training_animation(fit, data, max_frames=max_frames)
+        fig, animation = _training_animation(fit, data, max_frames=max_frames, names=names)
         try:
             animation.save(out_dir / "training.gif", writer="pillow", dpi=dpi)
         finally:
