@@ -213,7 +213,7 @@ def fit(
             mesh=mesh,
             keep_data_on_host=batch_size is not None,
             # Padded to a bucket of rows: data sets of nearby sizes share programs.
-            num_rows=None if batch_size is not None or mesh is not None else bucket_size(len(data)),
+            num_rows=None if batch_size is not None else bucket_size(len(data)),
         )
         output = algorithm.run(key, density, num_chains=num_chains, **options)
         chart = density if output.density is None else output.density

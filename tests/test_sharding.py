@@ -116,10 +116,21 @@ def test_a_sharded_map_fit_matches_the_unsharded_one():
     """)
     assert out["data_rows"] == 1001  # the fit keeps the data without padding
     plain, sharded = (np.asarray(v) for v in out["log_joint"])
-    np.testing.assert_allclose(sharded, plain, rtol=1e-5)
-    for name in ("weights", "loc", "scale"):
-        plain, sharded = (np.asarray(v) for v in out[name])
-        np.testing.assert_allclose(sharded, plain, atol=2e-3, err_msg=name)
+    # Each restart ends with a spare component of weight about 1e-4, whose
+    # location the data barely pin down: the sharded sum's other rounding
+    # moves it along that nearly flat direction over 600 steps (measured:
+    # 0.02 nats on jax 0.10, 0.28 on jax 0.12, of 1,740).
+    np.testing.assert_allclose(sharded, plain, rtol=2e-4)
+    # The two clusters hold 501 and 500 points, so which one comes first
+    # (MAP puts the components in order of weight) is up to that rounding
+    # too: the components that hold the data are compared in order of location.
+    weights, loc, scale = (np.asarray(out[name]) for name in ("weights", "loc", "scale"))
+    for chain in range(weights.shape[1]):
+        held = [weights[fit, chain, 0] > 0.01 for fit in range(2)]
+        order = [np.argsort(loc[fit, chain, 0][held[fit]]) for fit in range(2)]
+        for name, value in (("weights", weights), ("loc", loc), ("scale", scale)):
+            plain, sharded = (value[fit, chain, 0][held[fit]][order[fit]] for fit in range(2))
+            np.testing.assert_allclose(sharded, plain, atol=2e-3, err_msg=f"{name} {chain}")
 
 
 @pytest.mark.slow
