@@ -31,6 +31,11 @@ of the same prior that made the data.
 Run ``python benchmarks/sbc.py`` (200 replications of 50 points, 5
 components) or ``python benchmarks/sbc.py --num-replications 20`` to try it;
 ``--parameterization centered`` runs NumPyro's own chart of the sticks.
+``--charts noncentered centered auto`` runs every chart the backend can
+choose through the public ``dpgmm_ppl.fit`` instead (:func:`run_sbc_fit`:
+each replication one ``fit`` call, the later ones reusing the first one's
+compiled programs) and prints one table; ``benchmarks/README.md`` has its
+figures (the centred chart fails on all three statistics).
 ``tests/test_sbc.py`` (slow) runs :func:`run_sbc` at the reduced size below.
 
 Measured (JAX 0.10.2, 2 shared CPU cores), chi-square p-values:
