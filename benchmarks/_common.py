@@ -11,6 +11,8 @@ on ``sys.path`` and they import this module as ``_common``. It holds:
   timed calls alternating so that they share the machine's load;
 - :func:`handwritten_dpgmm`: the DP-GMM written in plain NumPyro, the stock
   baseline for ``map_seed.py`` (``AutoDelta``) and ``nuts_ess.py`` (NUTS);
+- :func:`sample_pymc`: the same model in PyMC, sampled with ``pm.sample``
+  (``nuts_ess.py`` and ``pymc_check.py``; ``None`` where PyMC is missing);
 - :func:`ratio`: ``ours / baseline`` as text.
 """
 
@@ -23,6 +25,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
@@ -35,6 +38,7 @@ __all__ = [
     "time_interleaved",
     "handwritten_dpgmm",
     "default_priors",
+    "sample_pymc",
     "ratio",
 ]
 
@@ -160,6 +164,53 @@ def handwritten_dpgmm(data, *, num_components, priors, subsample_size=None):
 def default_priors(data):
     """dpgmm_ppl's default hyperparameters, resolved on ``data`` (float32 fields)."""
     return Priors().resolve(data)
+
+
+def sample_pymc(data, *, num_components, priors, num_warmup, num_samples, num_chains, rng_key):
+    """The DP-GMM of 1-D ``data`` in PyMC, sampled by ``pm.sample`` at its defaults.
+
+    Beta(1, alpha) sticks turned into log weights as in
+    :func:`handwritten_dpgmm`, Normal locations, inverse-gamma scales and a
+    ``NormalMixture`` likelihood, with the hyperparameters of ``priors``
+    (resolved). ``pm.sample`` runs its NUTS (diagonal mass, target 0.8) on
+    one core; its compilation happens inside and is timed with it.
+
+    Returns
+    -------
+    dict or None
+        ``alpha`` ``(chain, draw)``, ``weights``, ``loc``, ``scale``
+        ``(chain, draw, K)``, ``lp``, ``diverging``, ``n_steps`` ``(chain,
+        draw)`` and ``wall`` (seconds of the whole call); ``None`` when PyMC
+        is not installed (``pip install 'dpgmm-ppl[pymc]'``).
+    """
+    try:
+        import pymc as pm
+        import pytensor.tensor as pt
+    except ImportError:
+        return None
+    start = time.perf_counter()
+    with pm.Model():
+        alpha = pm.Gamma("alpha", alpha=float(priors.alpha_shape), beta=float(priors.alpha_rate))
+        sticks = pm.Beta("sticks", 1.0, alpha, shape=num_components - 1)
+        log1m = pt.log1p(-sticks)
+        before = pt.concatenate([pt.zeros(1), pt.cumsum(log1m)[:-1]])
+        log_weights = pt.concatenate([pt.log(sticks) + before, pt.sum(log1m, keepdims=True)])
+        weights = pm.Deterministic("weights", pt.exp(log_weights))
+        loc = pm.Normal("loc", float(priors.loc_mean), float(priors.loc_scale), shape=num_components)
+        scale = pm.InverseGamma("scale", alpha=float(priors.scale_shape),
+                                beta=float(priors.scale_rate), shape=num_components)
+        pm.NormalMixture("obs", w=weights, mu=loc, sigma=scale, observed=np.asarray(data))
+        trace = pm.sample(draws=num_samples, tune=num_warmup, chains=num_chains, cores=1,
+                          random_seed=rng_key, progressbar=False, compute_convergence_checks=False)
+    wall = time.perf_counter() - start
+    posterior, stats = trace.posterior, trace.sample_stats
+    return {
+        **{name: posterior[name].values for name in ("alpha", "weights", "loc", "scale")},
+        "lp": stats["lp"].values,
+        "diverging": stats["diverging"].values,
+        "n_steps": stats["n_steps"].values,
+        "wall": wall,
+    }
 
 
 def ratio(ours, baseline):

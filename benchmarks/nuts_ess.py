@@ -15,16 +15,22 @@ chains, warmup and draws.
     ``extra_fields=("potential_energy", "diverging", "num_steps")``;
     ``lp = -potential_energy``.
 
-``ours``
+``defaults``
     ``dpgmm_ppl.fit(data, backend="nuts", num_components=K, num_chains=C,
-    num_warmup=W, num_samples=S, rng_key=0)`` with the package's defaults,
-    which depend on the number of points (``size_defaults`` of
-    ``dpgmm_ppl.infer.nuts``: on the 19,000 seed points a diagonal mass
-    matrix, target acceptance 0.8, warmup trees of depth 8 and the occupied
-    sticks centred after a scouting warmup), starts descended from k-means++
-    seedings; chain method: the package's default,
+    num_warmup=W, num_samples=S, rng_key=key)`` with no NUTS option: the
+    package's defaults, which depend on the number of points
+    (``size_defaults`` of ``dpgmm_ppl.infer.nuts``: on the 19,000 seed points
+    a diagonal mass matrix, target acceptance 0.8, warmup trees of depth 8
+    and the occupied sticks centred after a scouting warmup), starts
+    descended from k-means++ seedings; chain method: the package's default,
     which is the only chain for C = 1 and ``"sequential"`` for C > 1 on one
     CPU device); ``lp`` from ``Fit.sample_stats``.
+
+``options`` (only when an option flag is given)
+    The same call with the options given on the command line
+    (``--dense-mass``, ``--target-accept-prob``, ``--max-tree-depth``,
+    ``--max-warmup-tree-depth``, ``--init-inverse-mass``,
+    ``--centered-sticks``), printed after the defaults.
 
 ``pymc`` (only where PyMC is installed: ``pip install 'dpgmm-ppl[pymc]'``)
     The same model in PyMC (Beta sticks, ``NormalMixture``), ``pm.sample``
@@ -43,7 +49,7 @@ Figures
     ``mcmc.run`` and ``get_samples``), with the compilation part measured
     apart (JAX's compile events, as ``Fit.timing`` does) and a second ESS/s
     without it. NUTS compiles inside the run, so there is no separate warm
-    call; each sampler runs once (sampling is too slow to repeat).
+    call; each sampler runs once per key (sampling is too slow to repeat).
     ``ratio = ours / baseline``: for ESS/s, above 1.0 ours is better.
     Also printed: divergences after warmup, mean leapfrog steps per draw and
     the posterior mean of ``alpha``.
@@ -52,9 +58,13 @@ This is slow: at K = 25 each draw may take about 1,000 leapfrog steps
 (19,000 points each), so the default W = S = 500, C = 1 takes hours on two
 CPU cores. ``--quick`` runs K = 4, W = S = 100.
 
-Run ``python benchmarks/nuts_ess.py`` (K = 25) or
-``python benchmarks/nuts_ess.py --quick``; ``--num-warmup``,
-``--num-samples``, ``--num-chains``, ``--num-components`` override.
+Run ``python benchmarks/nuts_ess.py`` (K = 25, key 0),
+``python benchmarks/nuts_ess.py --rng-keys 0 1 2 3`` (the four keys of the
+acceptance: the medians over keys and the count of runs without a
+divergence are printed at the end), or ``python benchmarks/nuts_ess.py
+--quick``; ``--num-warmup``, ``--num-samples``, ``--num-chains``,
+``--num-components`` override. PyMC runs with the first key only (it takes
+the longest).
 """
 
 from __future__ import annotations
@@ -72,7 +82,9 @@ import numpy as np
 from numpyro.infer import MCMC, NUTS
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import default_priors, handwritten_dpgmm, print_header, ratio  # noqa: E402
+from _common import (  # noqa: E402
+    default_priors, handwritten_dpgmm, print_header, ratio, sample_pymc,
+)
 
 import dpgmm_ppl  # noqa: E402
 from dpgmm_ppl.datasets import seed_mixture  # noqa: E402
@@ -109,16 +121,11 @@ def compile_timer():
     return _CompileTimer() if _CompileTimer is not None else _NoTimer()
 
 
-def run_ours(data, args):
+def run_ours(data, args, options):
+    """``dpgmm_ppl.fit`` with the NUTS ``options`` given (none: the defaults)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         start = time.perf_counter()
-        options = {
-            name: getattr(args, name)
-            for name in ("max_tree_depth", "max_warmup_tree_depth", "target_accept_prob",
-                         "dense_mass", "init_inverse_mass", "centered_sticks")
-            if getattr(args, name) is not None
-        }
         result = dpgmm_ppl.fit(
             data, backend="nuts", num_components=args.num_components,
             num_chains=args.num_chains, num_warmup=args.num_warmup,
@@ -166,38 +173,67 @@ def run_baseline(data, args):
 
 def run_pymc(data, args):
     """The same model in PyMC (``pm.sample``, its NUTS, its defaults); ``None`` without PyMC."""
-    try:
-        import pymc as pm
-        import pytensor.tensor as pt
-    except ImportError:
+    result = sample_pymc(
+        data, num_components=args.num_components, priors=default_priors(data),
+        num_warmup=args.num_warmup, num_samples=args.num_samples, num_chains=args.num_chains,
+        rng_key=args.rng_key,
+    )
+    if result is None:
         return None
-    priors = default_priors(data)
-    num_components = args.num_components
-    start = time.perf_counter()
-    with pm.Model():
-        alpha = pm.Gamma("alpha", alpha=float(priors.alpha_shape), beta=float(priors.alpha_rate))
-        sticks = pm.Beta("sticks", 1.0, alpha, shape=num_components - 1)
-        log1m = pt.log1p(-sticks)
-        before = pt.concatenate([pt.zeros(1), pt.cumsum(log1m)[:-1]])
-        log_weights = pt.concatenate([pt.log(sticks) + before, pt.sum(log1m, keepdims=True)])
-        loc = pm.Normal("loc", float(priors.loc_mean), float(priors.loc_scale), shape=num_components)
-        scale = pm.InverseGamma("scale", alpha=float(priors.scale_shape),
-                                beta=float(priors.scale_rate), shape=num_components)
-        pm.NormalMixture("obs", w=pt.exp(log_weights), mu=loc, sigma=scale, observed=data)
-        trace = pm.sample(draws=args.num_samples, tune=args.num_warmup, chains=args.num_chains,
-                          cores=1, random_seed=args.rng_key, progressbar=False,
-                          compute_convergence_checks=False)
-    wall = time.perf_counter() - start
-    stats = trace.sample_stats
     return {
-        "alpha": trace.posterior["alpha"].values,
-        "lp": stats["lp"].values,
-        "wall": wall,
+        "alpha": result["alpha"],
+        "lp": result["lp"],
+        "wall": result["wall"],
         "compile": float("nan"),  # PyMC compiles its C code inside pm.sample
-        "diverging": int(stats["diverging"].values.sum()),
-        "steps": float(stats["n_steps"].values.mean()),
+        "diverging": int(result["diverging"].sum()),
+        "steps": float(result["n_steps"].mean()),
         "warnings": [],
     }
+
+
+OPTION_NAMES = ("max_tree_depth", "max_warmup_tree_depth", "target_accept_prob", "dense_mass",
+                "init_inverse_mass", "centered_sticks")
+
+
+def run_key(data, args, key):
+    """Every sampler of one row group, with ``key``: baseline, ours at the
+    defaults, ours with the options given (if any), PyMC (first key only)."""
+    keyed = argparse.Namespace(**{**vars(args), "rng_key": key})
+    sides = [("baseline", run_baseline(data, keyed)), ("defaults", run_ours(data, keyed, {}))]
+    if args.options:
+        sides.append(("options", run_ours(data, keyed, args.options)))
+    if not args.no_pymc and key == args.rng_keys[0]:
+        pymc = run_pymc(data, keyed)
+        if pymc is not None:
+            sides.append(("pymc", pymc))
+    for _, side in sides:
+        side.update(ess_alpha=ess(side["alpha"]), ess_lp=ess(side["lp"]),
+                    run_only=side["wall"] - side["compile"])
+    return dict(sides)
+
+
+def print_rows(key, sides):
+    head = (f"{'key':>3} {'':<9} {'wall s':>8} {'compile s':>10} {'ESS alpha':>10} {'ESS lp':>8} "
+            f"{'ESS/s alpha':>12} {'ESS/s lp':>9} {'ESS/s alpha*':>13} {'ESS/s lp*':>10} "
+            f"{'diverging':>10} {'steps/draw':>11} {'mean alpha':>11}")
+    print(head)
+    print("-" * len(head))
+    for name, s in sides.items():
+        print(f"{key:>3} {name:<9} {s['wall']:>8.1f} {s['compile']:>10.1f} {s['ess_alpha']:>10.1f} "
+              f"{s['ess_lp']:>8.1f} {s['ess_alpha'] / s['wall']:>12.3f} "
+              f"{s['ess_lp'] / s['wall']:>9.3f} {s['ess_alpha'] / s['run_only']:>13.3f} "
+              f"{s['ess_lp'] / s['run_only']:>10.3f} {s['diverging']:>10d} "
+              f"{s['steps']:>11.1f} {float(np.mean(s['alpha'])):>11.3f}")
+    base = sides["baseline"]
+    for name, s in sides.items():
+        if name == "baseline":
+            continue
+        print(f"{key:>3} {name + '/base':<13} wall {ratio(s['wall'], base['wall'])}, "
+              f"ESS/s alpha {ratio(s['ess_alpha'] / s['wall'], base['ess_alpha'] / base['wall'])}, "
+              f"lp {ratio(s['ess_lp'] / s['wall'], base['ess_lp'] / base['wall'])}")
+    for message in sides["defaults"]["warnings"]:
+        print(f"    ours (defaults) warned: {message}")
+    print()
 
 
 def main(argv=None):
@@ -209,22 +245,25 @@ def main(argv=None):
     parser.add_argument("--num-samples", type=int, default=None, help="S (default 500; quick 100)")
     parser.add_argument("--num-chains", type=int, default=1, help="C (default 1)")
     parser.add_argument("--max-tree-depth", type=int, default=None,
-                        help="ours only (default: the package's NUTS default)")
+                        help="the options row: NUTS's max_tree_depth")
     parser.add_argument("--max-warmup-tree-depth", type=int, default=None,
-                        help="ours only: the depth bound during warmup (default: max-tree-depth)")
+                        help="the options row: the depth bound during warmup")
     parser.add_argument("--target-accept-prob", type=float, default=None,
-                        help="ours only (default: the package's, 0.9)")
+                        help="the options row: target acceptance")
     parser.add_argument("--dense-mass", choices=("auto", "true", "false"), default=None,
-                        help="ours only (default: the package's, auto)")
+                        help="the options row: dense mass matrix")
     parser.add_argument("--init-inverse-mass", choices=("hessian", "identity"), default=None,
-                        help="ours only (default: the package's, identity)")
+                        help="the options row: the first inverse mass matrix")
     parser.add_argument("--centered-sticks", default=None,
-                        help="ours only: 'auto' or an int (default: the package's, 0)")
-    parser.add_argument("--rng-key", type=int, default=0,
-                        help="the key of every sampler (default 0); one run per key does not "
-                             "rank settings, so compare a few")
+                        help="the options row: 'auto' or an int")
+    parser.add_argument("--rng-keys", type=int, nargs="+", default=[0],
+                        help="one row group per key, every sampler with that key (default: 0); "
+                             "with several, the medians over keys are printed")
+    parser.add_argument("--rng-key", type=int, default=None, help="the same as --rng-keys N")
     parser.add_argument("--no-pymc", action="store_true", help="skip PyMC even if installed")
     args = parser.parse_args(argv)
+    if args.rng_key is not None:
+        args.rng_keys = [args.rng_key]
     if args.centered_sticks not in (None, "auto"):
         try:
             args.centered_sticks = int(args.centered_sticks)
@@ -232,6 +271,7 @@ def main(argv=None):
             parser.error(f"--centered-sticks: 'auto' or an int, got {args.centered_sticks!r}")
     if args.dense_mass is not None:
         args.dense_mass = {"auto": "auto", "true": True, "false": False}[args.dense_mass]
+    args.options = {name: getattr(args, name) for name in OPTION_NAMES if getattr(args, name) is not None}
     quick_defaults = {"num_components": 4, "num_warmup": 100, "num_samples": 100}
     full_defaults = {"num_components": 25, "num_warmup": 500, "num_samples": 500}
     for name, value in (quick_defaults if args.quick else full_defaults).items():
@@ -245,63 +285,41 @@ def main(argv=None):
         "NUTS effective samples per second: dpgmm_ppl vs a hand-written NumPyro model",
         f"mode: {'quick' if args.quick else 'full'}; seed data, {data.size} points; "
         f"K = {args.num_components}; C = {args.num_chains}; W = {args.num_warmup}; "
-        f"S = {args.num_samples}; rng key {args.rng_key} for every sampler",
+        f"S = {args.num_samples}; rng keys {args.rng_keys}; options row: {args.options or 'none'}",
     )
+    results = {}
+    for key in args.rng_keys:
+        results[key] = run_key(data, args, key)
+        print_rows(key, results[key])
 
-    base = run_baseline(data, args)
-    ours = run_ours(data, args)
-    pymc = None if args.no_pymc else run_pymc(data, args)
-
-    rows = []
-    sides = [("baseline", base), ("ours", ours)] + ([("pymc", pymc)] if pymc else [])
-    for name, side in sides:
-        run_only = side["wall"] - side["compile"]
-        side.update(ess_alpha=ess(side["alpha"]), ess_lp=ess(side["lp"]), run_only=run_only)
-        rows.append((name, side))
-    head = (f"{'':<9} {'wall s':>8} {'compile s':>10} {'ESS alpha':>10} {'ESS lp':>8} "
-            f"{'ESS/s alpha':>12} {'ESS/s lp':>9} {'ESS/s alpha*':>13} {'ESS/s lp*':>10} "
-            f"{'diverging':>10} {'steps/draw':>11} {'mean alpha':>11}")
-    print(head)
-    print("-" * len(head))
-    for name, s in rows:
-        print(f"{name:<9} {s['wall']:>8.1f} {s['compile']:>10.1f} {s['ess_alpha']:>10.1f} "
-              f"{s['ess_lp']:>8.1f} {s['ess_alpha'] / s['wall']:>12.3f} "
-              f"{s['ess_lp'] / s['wall']:>9.3f} {s['ess_alpha'] / s['run_only']:>13.3f} "
-              f"{s['ess_lp'] / s['run_only']:>10.3f} {s['diverging']:>10d} "
-              f"{s['steps']:>11.1f} {float(np.mean(s['alpha'])):>11.3f}")
-    print(f"{'ours/base':<9} {ratio(ours['wall'], base['wall']):>8} "
-          f"{ratio(ours['compile'], base['compile']):>10} "
-          f"{ratio(ours['ess_alpha'], base['ess_alpha']):>10} "
-          f"{ratio(ours['ess_lp'], base['ess_lp']):>8} "
-          f"{ratio(ours['ess_alpha'] / ours['wall'], base['ess_alpha'] / base['wall']):>12} "
-          f"{ratio(ours['ess_lp'] / ours['wall'], base['ess_lp'] / base['wall']):>9} "
-          f"{ratio(ours['ess_alpha'] / ours['run_only'], base['ess_alpha'] / base['run_only']):>13} "
-          f"{ratio(ours['ess_lp'] / ours['run_only'], base['ess_lp'] / base['run_only']):>10}")
-    if pymc:
-        print(f"{'ours/pymc':<9} {ratio(ours['wall'], pymc['wall']):>8} {'':>10} "
-              f"{ratio(ours['ess_alpha'], pymc['ess_alpha']):>10} "
-              f"{ratio(ours['ess_lp'], pymc['ess_lp']):>8} "
-              f"{ratio(ours['ess_alpha'] / ours['wall'], pymc['ess_alpha'] / pymc['wall']):>12} "
-              f"{ratio(ours['ess_lp'] / ours['wall'], pymc['ess_lp'] / pymc['wall']):>9}")
-    print()
-    if pymc is None:
+    print("  defaults: dpgmm_ppl.fit with no NUTS option; options: the same with the options")
+    print("  given; baseline: the hand-written model under stock MCMC(NUTS); pymc: PyMC's")
+    print("  pm.sample (first key only). wall s: the whole call, compilation included; ESS/s")
+    print("  uses it (columns with *: wall time less compilation). ESS: arviz.ess, bulk.")
+    print("  lp is each sampler's log density in its own unconstrained chart, so the lp")
+    print("  columns compare mixing, not values.")
+    if args.no_pymc or not any("pymc" in sides for sides in results.values()):
         print("  PyMC: " + ("skipped (--no-pymc)." if args.no_pymc else
                           "not installed, skipped (pip install 'dpgmm-ppl[pymc]' to add it)."))
-    print("  wall s: the whole call, compilation included; ESS/s uses it. Columns with *:")
-    print("  ESS per second of wall time less compilation. ESS: arviz.ess, bulk, over all")
-    print(f"  {args.num_chains * args.num_samples} draws. ratio = ours / baseline: for ESS and "
-          "ESS/s above 1.0 ours is better, for seconds below 1.0.")
-    print("  lp is each sampler's log density in its own unconstrained chart (ours: the")
-    print("  non-centred sticks, the occupied ones centred with --centered-sticks auto;")
-    print("  baseline: NumPyro's chart of every stick), so the lp columns compare mixing,")
-    print("  not values.")
-    lp_ratio = (ours["ess_lp"] / ours["wall"]) / (base["ess_lp"] / base["wall"])
-    alpha_ratio = (ours["ess_alpha"] / ours["wall"]) / (base["ess_alpha"] / base["wall"])
-    verdict = "met" if min(lp_ratio, alpha_ratio) >= 3 else "not met"
-    print(f"  Issue 6's target, ESS/s ratio >= 3 on alpha and on lp (wall time): {verdict} "
-          f"(alpha {alpha_ratio:.2f}, lp {lp_ratio:.2f}).")
-    for message in ours["warnings"]:
-        print(f"  ours warned: {message}")
+
+    def per_second(side, name):
+        return side[f"ess_{name}"] / side["wall"]
+
+    for row in ("defaults", "options") if args.options else ("defaults",):
+        alpha = [per_second(r[row], "alpha") / per_second(r["baseline"], "alpha") for r in results.values()]
+        lp = [per_second(r[row], "lp") / per_second(r["baseline"], "lp") for r in results.values()]
+        clean = sum(r[row]["diverging"] == 0 for r in results.values())
+        print(f"  {row}: median over {len(results)} key(s) of the ESS/s ratio against the "
+              f"baseline: alpha {np.median(alpha):.2f}, lp {np.median(lp):.2f}; runs without a "
+              f"divergence: {clean} of {len(results)}")
+    alpha = np.median([per_second(r["defaults"], "alpha") / per_second(r["baseline"], "alpha")
+                       for r in results.values()])
+    lp = np.median([per_second(r["defaults"], "lp") / per_second(r["baseline"], "lp")
+                    for r in results.values()])
+    clean = sum(r["defaults"]["diverging"] == 0 for r in results.values())
+    met = min(alpha, lp) >= 3 and clean >= 0.75 * len(results)
+    print(f"  Target (issue 21): at the defaults, median ESS/s ratio >= 3 for alpha and lp, and no "
+          f"divergence in 3 of 4 keys: {'met' if met else 'not met'}.")
 
 
 if __name__ == "__main__":

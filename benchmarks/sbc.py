@@ -24,7 +24,7 @@ gets the data as a model argument and the whole warmup-and-sampling loop is
 compiled once, then run under ``lax.map`` for each chunk of replications.
 
 The priors are fixed numbers (the model's standardised defaults: locations
-N(0, 2), scales InverseGamma(2, 0.5), alpha Gamma(1, 1)), not scaled from each
+N(0, 2), scales InverseGamma(2, 1), alpha Gamma(1, 1)), not scaled from each
 replication's data as :func:`dpgmm_ppl.fit` would do: SBC needs the posterior
 of the same prior that made the data.
 
@@ -91,7 +91,7 @@ from dpgmm_ppl.distributions import GaussianMixture
 from dpgmm_ppl.infer._nuts_starts import CANDIDATES_PER_CHAIN, descend as descend_fn, sort_by_weight
 from dpgmm_ppl.infer.nuts import NUTS, resolve_dense_mass, size_defaults
 from dpgmm_ppl.model import dpgmm
-from dpgmm_ppl.priors import Priors
+from dpgmm_ppl.priors import SCALE_RATE_PER_SPREAD, Priors
 
 STATISTICS = ("alpha", "largest_weight", "log_likelihood")
 
@@ -231,7 +231,7 @@ def run_sbc(
 def _prior_replications(num_replications, num_components, num_data, seed):
     """The fixed priors, the replications' data drawn from them, their true
     statistics, and the key of the runs."""
-    priors = Priors(loc_mean=0.0, loc_scale=2.0, scale_rate=0.5)
+    priors = Priors(loc_mean=0.0, loc_scale=2.0, scale_rate=SCALE_RATE_PER_SPREAD)
     prior_key, run_key = jax.random.split(jax.random.PRNGKey(seed))
     prior = Predictive(dpgmm, num_samples=num_replications)(
         prior_key, num_components=num_components, priors=priors, num_data=num_data

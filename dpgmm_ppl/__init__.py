@@ -8,6 +8,12 @@ scikit-learn estimator (with the optional ``dpgmm-ppl[sklearn]``).
 
 __version__ = "0.1.0"
 
+# Under ``python -m dpgmm_ppl.launch`` (or DPGMM_PPL_DISTRIBUTED=1 on a
+# cluster), join the other processes before anything else touches JAX.
+from dpgmm_ppl._distributed import initialize_distributed as _initialize_distributed
+
+_initialize_distributed()
+
 from dpgmm_ppl.api import fit
 from dpgmm_ppl.compare import Comparison, compare
 from dpgmm_ppl.density import LogDensity, build_log_density

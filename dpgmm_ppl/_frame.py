@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from dpgmm_ppl.priors import Priors, data_center_and_spread
+from dpgmm_ppl.priors import Priors, _spread_or_fallback, data_center_and_spread
 
 #: Rows per block when the data are standardised (never a float64 copy of all of them).
 _BLOCK_ROWS = 1 << 20
@@ -54,7 +54,12 @@ class Frame(NamedTuple):
         ``x + 1e6`` and of ``x`` differ by a shift of up to 0.03 (half a
         float32 step at 1e6), which is below what float32 resolves there.
         """
-        center, spread = data_center_and_spread(data)
+        if hasattr(data, "mean_and_std"):
+            # Rows spread over processes: the mean and spread of all of them.
+            center, std = data.mean_and_std()
+            spread = _spread_or_fallback(center, std)
+        else:
+            center, spread = data_center_and_spread(data)
         if covariance == "spherical" and np.ndim(spread) == 1:
             spread = np.full_like(spread, np.exp(np.mean(np.log(spread))))
         spread = spread / UNITS_PER_SPREAD

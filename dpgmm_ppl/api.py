@@ -22,7 +22,13 @@ from dpgmm_ppl.density import bucket_size, build_log_density
 from dpgmm_ppl.fit import Fit
 from dpgmm_ppl.infer import BACKENDS
 from dpgmm_ppl.infer._common import CompileTimer
-from dpgmm_ppl.sharding import check_mesh
+from dpgmm_ppl.sharding import (
+    check_mesh,
+    is_multiprocess_array,
+    process_rows,
+    spans_processes,
+    spread_rows,
+)
 
 __all__ = ["fit"]
 
@@ -74,6 +80,12 @@ def fit(
         1e18 in float32) are refused: centre and rescale them first.
         A pandas DataFrame's column names become ``Fit.names``, which the
         figures of :mod:`dpgmm_ppl.plots` put on their axes.
+        With several processes (``jax.distributed``): a global
+        :class:`jax.Array` of which each process holds its own rows
+        (:func:`dpgmm_ppl.sharding.process_local_data` builds one). Every
+        process calls ``fit`` with it and gets the same :class:`Fit`, whose
+        ``data`` keep the shape of the real rows and no values
+        (:class:`~dpgmm_ppl.sharding.SpreadRows`; see ``docs/scaling.md``).
     backend : str
         ``"map"``: gradient descent to the mode of the log joint
         (:mod:`dpgmm_ppl.infer.map`); ``"svi"``: a Gaussian variational
@@ -100,7 +112,9 @@ def fit(
         makes one over every device). The log-density is then partitioned
         by XLA and the parameters replicated; the result is the same fit.
         Not with ``backend="svi"`` and ``batch_size``, which streams batches
-        from the host instead.
+        from the host instead. For a global ``data`` array, its own mesh
+        (``mesh``, if given, must be that one), and ``batch_size`` is allowed:
+        each process gathers its batch's rows from its own rows.
     compilation_cache : None, False, str or os.PathLike
         Where JAX's persistent compilation cache keeps the compiled
         programs, so that another process fitting data of the same shape
@@ -179,27 +193,39 @@ def fit(
             f"backend must be one of {sorted(BACKENDS)}, got {backend!r}"
         )
     algorithm = BACKENDS[backend]
-    # Float32 unless x64 is on; converted once, here, and kept as the fit's data.
-    names, data = column_names(data), check_training_data(data)
+    if is_multiprocess_array(data):
+        # Rows spread over processes: each process reads its own, checked here.
+        names, rows = None, process_rows(data, mesh)
+    else:
+        # Float32 unless x64 is on; converted once, here, and kept as the fit's data.
+        names, data = column_names(data), check_training_data(data)
+        rows = data
     num_components = check_positive_int("num_components", num_components)
     num_chains = check_positive_int("num_chains", num_chains)
     key = check_rng_key(rng_key)
-    priors = check_priors(priors, data, num_components)
-    covariance = check_covariance(covariance, data, priors)
+    priors = check_priors(priors, rows, num_components)
+    covariance = check_covariance(covariance, rows, priors)
     options = _resolve_options(algorithm, backend_options)
-    batch_size = check_batch_size(options.get("batch_size"), data.shape[0])
-    if mesh is not None:
+    batch_size = check_batch_size(options.get("batch_size"), rows.shape[0])
+    if mesh is not None and rows is data:
         check_mesh(mesh)
+        if spans_processes(mesh):
+            raise ValueError(
+                "data must be a global jax.Array of every process's rows when mesh spans "
+                f"the devices of several processes; got {type(data).__name__} of shape "
+                f"{data.shape} held whole by this process (build the global array with "
+                "dpgmm_ppl.sharding.process_local_data(rows, mesh))"
+            )
         if batch_size is not None:
             raise ValueError(
                 "mesh and batch_size exclude each other: minibatch SVI streams batches "
                 "from the host; fit on a mesh with batch_size=None"
             )
     check_compilation_cache(compilation_cache)
-    if num_components > data.shape[0]:
+    if num_components > rows.shape[0]:
         warnings.warn(
             f"num_components={num_components} exceeds the number of points "
-            f"({data.shape[0]}); the extra components can only follow the prior.",
+            f"({rows.shape[0]}); the extra components can only follow the prior.",
             UserWarning,
             stacklevel=2,
         )
@@ -208,12 +234,12 @@ def fit(
     with CompileTimer() as timer:
         # The chart of the unconstrained space is fixed when the density is built.
         density = build_log_density(
-            data, num_components=num_components, priors=priors, covariance=covariance,
+            rows, num_components=num_components, priors=priors, covariance=covariance,
             parameterization=options.get("parameterization", "centered"),
-            mesh=mesh,
+            mesh=mesh if rows is data else None,
             keep_data_on_host=batch_size is not None,
             # Padded to a bucket of rows: data sets of nearby sizes share programs.
-            num_rows=None if batch_size is not None else bucket_size(len(data)),
+            num_rows=None if batch_size is not None else bucket_size(len(rows)),
         )
         output = algorithm.run(key, density, num_chains=num_chains, **options)
         chart = density if output.density is None else output.density
@@ -225,7 +251,8 @@ def fit(
         backend=backend,
         samples=samples,
         sample_stats={k: np.asarray(v) for k, v in output.sample_stats.items()},
-        data=np.asarray(data),
+        # Rows spread over processes stay there: the fit keeps their shape.
+        data=np.asarray(data) if rows is data else spread_rows(rows.shape, rows.dtype),
         num_components=num_components,
         priors=density.priors,
         covariance=density.covariance,

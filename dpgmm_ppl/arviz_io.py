@@ -50,6 +50,17 @@ def _include_log_likelihood(fit, log_likelihood):
         raise ValueError(
             f"log_likelihood must be True, False or 'auto', got {log_likelihood!r}"
         )
+    if not _holds_data(fit):
+        if log_likelihood is not False:
+            warnings.warn(
+                "the fit's data are spread over processes, so the "
+                "log_likelihood and observed_data groups, which need every point on one "
+                "host, are left out; fit.log_predictive_density(points) scores points "
+                "held here",
+                UserWarning,
+                stacklevel=4,
+            )
+        return False
     if log_likelihood != "auto":
         return log_likelihood
     size = fit.num_chains * fit.num_draws * fit.data.shape[0]
@@ -64,6 +75,14 @@ def _include_log_likelihood(fit, log_likelihood):
         )
         return False
     return True
+
+
+def _holds_data(fit):
+    """Whether this process holds every point of ``fit.data`` (not so when the
+    data are a global array spread over processes)."""
+    from dpgmm_ppl.sharding import holds_rows
+
+    return holds_rows(fit.data)
 
 
 def _check_posterior_predictive(fit, posterior_predictive):
@@ -105,7 +124,9 @@ def fit_to_arviz(fit, *, log_likelihood="auto", posterior_predictive=False):
     ``True`` (one replicate per draw, ``fit.posterior_predictive()``) or the
     dict that :meth:`~dpgmm_ppl.fit.Fit.posterior_predictive` returns; its
     ``obs`` goes into the ``posterior_predictive`` group with dims
-    ``(chain, draw, obs_id[, dim])``, those of ``observed_data``'s ``obs``."""
+    ``(chain, draw, obs_id[, dim])``, those of ``observed_data``'s ``obs``.
+    Data spread over processes (a global array) give neither
+    ``log_likelihood`` nor ``observed_data``, with a warning."""
     replicates = _check_posterior_predictive(fit, posterior_predictive)
     include_log_likelihood = _include_log_likelihood(fit, log_likelihood)
     if posterior_predictive is True:
@@ -134,7 +155,8 @@ def fit_to_arviz(fit, *, log_likelihood="auto", posterior_predictive=False):
     obs_coords = {"obs_id": np.arange(fit.data.shape[0])}
     if fit.dim is not None:
         obs_coords["dim"] = coords["dim"]
-    observed = _dataset({OBSERVED_SITE: (obs_dims, fit.data)}, obs_coords)
+    observed = _dataset({OBSERVED_SITE: (obs_dims, fit.data)}, obs_coords) \
+        if _holds_data(fit) else None
     groups = {"posterior": posterior, "sample_stats": stats}
     if include_log_likelihood:
         pointwise = mixture_log_density(fit.samples, fit.data)
@@ -147,7 +169,8 @@ def fit_to_arviz(fit, *, log_likelihood="auto", posterior_predictive=False):
             {OBSERVED_SITE: (sample_dims + obs_dims, replicates)},
             {"chain": coords["chain"], "draw": np.arange(replicates.shape[1]), **obs_coords},
         )
-    groups["observed_data"] = observed
+    if _holds_data(fit):
+        groups["observed_data"] = observed
     if fit.losses is not None:
         optimization = {"loss": (("chain", "step"), fit.losses)}
         for name, value in (fit.history or {}).items():
@@ -187,7 +210,13 @@ def fit_metadata(fit):
     import dpgmm_ppl
 
     priors = {f.name: getattr(fit.priors, f.name) for f in dataclasses.fields(fit.priors)}
+    spread = {} if _holds_data(fit) else {
+        # No observed_data group: the data's shape and dtype, for Fit.data when loaded.
+        "data_shape": json.dumps(list(fit.data.shape)),
+        "data_dtype": str(fit.data.dtype),
+    }
     return {
+        **spread,
         "inference_library": "dpgmm_ppl",
         "inference_library_version": dpgmm_ppl.__version__,
         "dpgmm_ppl_format": FORMAT_VERSION,

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from numpyro import handlers
+from numpyro.primitives import Messenger
 from numpyro.infer.util import constrain_fn, log_density, potential_energy, unconstrain_fn
 
 
@@ -32,7 +33,7 @@ from dpgmm_ppl.reparam import (
     coordinates_from_log_weights,
     exponentials_from_weights,
 )
-from dpgmm_ppl.sharding import shard_data
+from dpgmm_ppl.sharding import ProcessRows, is_multiprocess_array, process_rows, shard_data
 
 __all__ = [
     "DensityParams", "LogDensity", "build_log_density", "bucket_size", "rechart",
@@ -89,6 +90,9 @@ class LogDensity(NamedTuple):
         log-likelihood of ``batch`` (rows of ``data``) scaled by
         ``num_data / len(batch)``, an unbiased estimate of ``potential_fn``
         when the batch's rows are drawn uniformly from the data (stochastic VI).
+        For rows spread over processes ``batch`` is ``(rows, mask, num_drawn)``:
+        slots of which ``mask`` marks the drawn rows, the likelihood scaled by
+        ``num_data / num_drawn``.
     log_joint_fn : Callable[[dict, Array], Array]
         ``log_joint_fn(position, data)``: the log joint density of the
         constrained values in data units, without the Jacobian; the same
@@ -120,6 +124,11 @@ class LogDensity(NamedTuple):
     params : DensityParams
         This density's arguments to them: the priors in the frame, the
         frame, the number of real rows. :meth:`bind` swaps them.
+    process_rows : ProcessRows or None
+        For data spread over processes (:func:`dpgmm_ppl.sharding.process_local_data`):
+        this process's rows and how every process's rows fit together.
+        :attr:`data` is then a global array in which each process's block
+        holds its rows then padding, or, kept on the host, this process's rows.
     """
 
     data: Any
@@ -142,6 +151,7 @@ class LogDensity(NamedTuple):
     num_centered_sticks: int = 0
     program: Any = None
     params: Any = None
+    process_rows: Any = None
 
     @property
     def num_components(self) -> int:
@@ -176,9 +186,10 @@ class LogDensity(NamedTuple):
         :attr:`num_data`, the padding, are never picked. Traceable; the
         backends call it once per restart or chain.
         """
+        row_counts = None if self.params is None else self.params.row_counts
         seeded = kmeanspp_init(
             rng_key, data, self.num_components, self.model_kwargs["priors"],
-            num_data=self.num_data,
+            num_data=self.num_data, row_counts=row_counts,
         )
         return self.standard_unconstrain_fn(seeded)
 
@@ -194,7 +205,7 @@ class LogDensity(NamedTuple):
             init_position=self.init_position, covariance=self.covariance,
             num_components=self.num_components, parameterization=self.parameterization,
             num_centered_sticks=self.num_centered_sticks,
-            data_in_data_units=self.data_in_data_units,
+            data_in_data_units=self.data_in_data_units, process_rows=self.process_rows,
         )
 
 
@@ -223,6 +234,18 @@ def bucket_size(num_rows):
     octave = 1 << (num_rows.bit_length() - 1)
     step = max(1, octave // BUCKETS_PER_OCTAVE)
     return -(-num_rows // step) * step
+
+
+class _ScaleSite(Messenger):
+    """Scale one site's log density (``handlers.scale`` scales every site)."""
+
+    def __init__(self, fn, name, scale):
+        self.name, self.scale = name, scale
+        super().__init__(fn)
+
+    def process_message(self, msg):
+        if msg["name"] == self.name:
+            msg["scale"] = self.scale if msg.get("scale") is None else self.scale * msg["scale"]
 
 
 def _counted(name, counts):
@@ -324,7 +347,13 @@ def build_log_density(
     Parameters
     ----------
     data : Float[Array, "N"] or Float[Array, "N D"]
-        Observations; validated by the caller.
+        Observations; validated by the caller. A global :class:`jax.Array`
+        whose rows are spread over processes
+        (:func:`dpgmm_ppl.sharding.process_local_data`) is read by each
+        process for its own rows only: the priors and the frame come from
+        sums gathered across processes, and :attr:`LogDensity.data` is a
+        global array on that array's mesh (each process's block padded at
+        its end and masked), or this process's rows with ``keep_data_on_host``.
     num_components : int
         Truncation level.
     priors : Priors, optional
@@ -382,6 +411,12 @@ def build_log_density(
     if covariance not in COVARIANCE_TYPES:
         raise ValueError(f"covariance must be one of {COVARIANCE_TYPES}, got {covariance!r}")
     dtype = jnp.result_type(float)
+    if isinstance(data, ProcessRows) or is_multiprocess_array(data):
+        return _spread_over_processes(
+            data, num_components=num_components, priors=priors, covariance=covariance,
+            parameterization=parameterization, mesh=mesh, keep_data_on_host=keep_data_on_host,
+            frame=frame, num_centered_sticks=num_centered_sticks, num_rows=num_rows,
+        )
     host_data = np.asarray(data, dtype=dtype)
     priors = (Priors() if priors is None else priors).resolve(host_data)
     num_data = int(host_data.shape[0])
@@ -413,6 +448,49 @@ def build_log_density(
         parameterization=parameterization,
         num_centered_sticks=num_centered_sticks,
         keep_data_on_host=keep_data_on_host,
+    )
+
+
+def _spread_over_processes(
+    data, *, num_components, priors, covariance, parameterization, mesh, keep_data_on_host,
+    frame, num_centered_sticks, num_rows,
+):
+    """:func:`build_log_density` of rows spread over processes: each process
+    reads and standardises only its own rows."""
+    rows = data if isinstance(data, ProcessRows) else process_rows(data, mesh)
+    dtype = np.dtype(jnp.result_type(float))
+    priors = (Priors() if priors is None else priors).resolve(rows)
+    if rows.ndim == 1:
+        covariance = "diag"
+    if frame is None:
+        frame = Frame.from_data(rows, covariance)
+    init_rows = rows.strided_rows(_INIT_ROWS)
+    init_values = _quantile_init(
+        frame.standardize_data(init_rows, dtype), num_components,
+        frame.standardize_priors(priors), covariance,
+    )
+    row_counts = None
+    if keep_data_on_host:
+        data = rows.rows
+    else:
+        slots = rows.mesh.shape["data"] // len(rows.row_counts)
+        largest = max(rows.row_counts)
+        # Each process pads its own block, to a bucket of its rows that
+        # its devices divide evenly; the mask keeps the padding out.
+        block_rows = bucket_size(largest) if num_rows is not None else largest
+        block_rows = -(-block_rows // slots) * slots
+        local = frame.standardize_data(rows.rows, dtype)
+        if block_rows > local.shape[0]:
+            local = np.concatenate(
+                [local, np.repeat(local[-1:], block_rows - local.shape[0], axis=0)]
+            )
+        data = rows.to_global(local, block_rows)
+        row_counts = rows.row_counts
+    return _in_chart(
+        data, rows.num_data, priors, frame, init_values,
+        covariance=covariance, num_components=num_components,
+        parameterization=parameterization, num_centered_sticks=num_centered_sticks,
+        keep_data_on_host=keep_data_on_host, row_counts=row_counts, process_rows=rows,
     )
 
 
@@ -463,6 +541,7 @@ def rechart(density, num_centered_sticks):
         parameterization="noncentered",
         num_centered_sticks=num_centered_sticks,
         keep_data_on_host=density.data_in_data_units,
+        row_counts=density.params.row_counts, process_rows=density.process_rows,
     )
 
 
@@ -485,6 +564,10 @@ class DensityParams(NamedTuple):
         ``num_data * sum(log(unit))``: the data's map to data units.
     log_joint_offset : Array
         The log joint in data units minus the log joint in the frame.
+    row_counts : Array or None
+        Data spread over processes: the real rows of each process's block
+        (int32), which are its first rows; ``None``: the first ``num_data``
+        rows are the real ones.
     """
 
     priors: Priors
@@ -492,6 +575,7 @@ class DensityParams(NamedTuple):
     num_data: Any
     data_log_jacobian: Any
     log_joint_offset: Any
+    row_counts: Any = None
 
 
 class _TraceCounts(Mapping):
@@ -530,7 +614,7 @@ class _ChartProgram(NamedTuple):
     key: tuple
 
 
-def _params(priors, frame, num_data, num_components, covariance, dtype):
+def _params(priors, frame, num_data, num_components, covariance, dtype, row_counts=None):
     """The :class:`DensityParams` of a density, as arrays of ``dtype``."""
     as_array = lambda value: None if value is None else np.asarray(value, dtype)
     standard = frame.standardize_priors(priors)
@@ -545,6 +629,7 @@ def _params(priors, frame, num_data, num_components, covariance, dtype):
                 num_data, num_components, covariance, priors.fixed_scale is not None
             )
         ),
+        row_counts=None if row_counts is None else np.asarray(row_counts, np.int32),
     )
 
 
@@ -596,8 +681,13 @@ def _chart_program(
 
     def data_kwargs(data, params):
         # Rows past ``num_data`` pad the data to a shape shared with other
-        # data sets, or to a multiple of the devices of a mesh.
-        return {"data": data, "mask": jnp.arange(data.shape[0]) < params.num_data}
+        # data sets, or to a multiple of the devices of a mesh; rows spread
+        # over processes are padded at the end of each process's block.
+        index = jnp.arange(data.shape[0])
+        if params.row_counts is None:
+            return {"data": data, "mask": index < params.num_data}
+        block = data.shape[0] // params.row_counts.shape[0]
+        return {"data": data, "mask": index % block < params.row_counts[index // block]}
 
     @jax.jit
     @_counted("potential_fn", counts)
@@ -608,6 +698,13 @@ def _chart_program(
     @jax.jit
     @_counted("minibatch_potential_fn", counts)
     def minibatch_potential(position, batch, params):
+        if isinstance(batch, tuple):
+            # Slots of a batch spread over processes, ``mask`` marking the
+            # ``num_drawn`` drawn ones: the likelihood is scaled by N over them.
+            rows, mask, num_drawn = batch
+            kwargs = {"data": rows, "mask": mask, **model_kwargs(params)}
+            scaled = _ScaleSite(model, "obs", params.num_data / num_drawn)
+            return potential_energy(scaled, (), kwargs, position) + params.data_log_jacobian
         kwargs = {"data": batch, "num_data": params.num_data, **model_kwargs(params)}
         return potential_energy(model, (), kwargs, position) + params.data_log_jacobian
 
@@ -680,6 +777,7 @@ def _chart_program(
 def _in_chart(
     data, num_data, priors, frame, init_values, *,
     covariance, num_components, parameterization, num_centered_sticks, keep_data_on_host,
+    row_counts=None, process_rows=None,
 ):
     """The density of ``data`` in one chart: the shared program and this data set's arguments."""
     num_centered = (
@@ -690,19 +788,20 @@ def _in_chart(
         tuple(data.shape[1:]), dtype, num_components, covariance, parameterization,
         num_centered, priors.fixed_scale is not None, priors.corr_concentration,
     )
-    params = _params(priors, frame, num_data, num_components, covariance, dtype)
+    params = _params(priors, frame, num_data, num_components, covariance, dtype, row_counts)
     return _bound(
         program, params,
         data=data, num_data=num_data, priors=priors, frame=frame,
         init_position=program.init_unconstrain(init_values, params),
         covariance=covariance, num_components=num_components,
         parameterization=parameterization, num_centered_sticks=num_centered,
-        data_in_data_units=keep_data_on_host,
+        data_in_data_units=keep_data_on_host, process_rows=process_rows,
     )
 
 
 def _bound(program, params, *, data, num_data, priors, frame, init_position, covariance,
-           num_components, parameterization, num_centered_sticks, data_in_data_units):
+           num_components, parameterization, num_centered_sticks, data_in_data_units,
+           process_rows=None):
     """A :class:`LogDensity` whose functions evaluate ``program`` at ``params``."""
     return LogDensity(
         data=data,
@@ -729,4 +828,5 @@ def _bound(program, params, *, data, num_data, priors, frame, init_position, cov
         num_centered_sticks=num_centered_sticks,
         program=program,
         params=params,
+        process_rows=process_rows,
     )

@@ -45,6 +45,7 @@ from typing import Optional
 import numpy as np
 
 from dpgmm_ppl.fit import mixture_log_density
+from dpgmm_ppl.sharding import holds_rows
 
 __all__ = [
     "DATA_QUANTILES",
@@ -249,8 +250,9 @@ def diagnostic_draws(fit):
     dict of str to np.ndarray
         ``alpha``, ``lp`` (when the fit records it) and
         ``log_density(q10)``, ``log_density(q50)``, ``log_density(q90)``
-        (the log density of each draw's mixture at :func:`diagnostic_points`),
-        each of shape ``(chain, draw)``, in float64.
+        (the log density of each draw's mixture at :func:`diagnostic_points`;
+        left out when the fit's rows are spread over processes and this one
+        holds no values), each of shape ``(chain, draw)``, in float64.
 
     Examples
     --------
@@ -267,6 +269,10 @@ def diagnostic_draws(fit):
     draws = {"alpha": fit.samples["alpha"]}
     if "lp" in fit.sample_stats:
         draws["lp"] = fit.sample_stats["lp"]
+    if not holds_rows(fit.data):
+        # Rows spread over processes (dpgmm_ppl.sharding.SpreadRows): no
+        # values on this host, so no data points to watch.
+        return {name: np.asarray(value, np.float64) for name, value in draws.items()}
     log_density = mixture_log_density(fit.samples, diagnostic_points(fit))
     for index, name in enumerate(_DENSITY_NAMES):
         draws[name] = log_density[..., index]

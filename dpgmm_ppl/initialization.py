@@ -16,14 +16,45 @@ import jax.numpy as jnp
 __all__ = ["kmeanspp_init"]
 
 
-def _kmeanspp_centers(rng_key, points, num_components, num_valid, valid):
+def _block_layout(num_rows, row_counts):
+    """For rows in blocks of real rows then padding: each row's index among the
+    real rows (in block order), whether it is real, and the map back."""
+    block = num_rows // row_counts.shape[0]
+    index = jnp.arange(num_rows)
+    offsets = jnp.cumsum(row_counts) - row_counts
+    valid = (index % block) < row_counts[index // block]
+    logical = offsets[index // block] + index % block
+
+    def position(real_index):
+        which = jnp.sum(real_index >= jnp.cumsum(row_counts))
+        return which * block + real_index - offsets[which]
+
+    return logical, valid, position
+
+
+def _kmeanspp_centers(rng_key, points, num_components, num_valid, valid, row_counts=None):
     """k-means++ seeding: each new centre is drawn with probability ~ squared distance.
 
     Only the first ``num_valid`` points (all where ``valid`` is ``None``) are
-    drawn; the draws are the same as on those points alone.
+    drawn; the draws are the same as on those points alone. With
+    ``row_counts``, the real rows are the first ``row_counts[b]`` of each of
+    its equal blocks ``b``, and the draws are those on the real rows alone,
+    in block order (the Gumbel noise of :func:`jax.random.categorical` is
+    taken at each row's index among them).
     """
     keys = jax.random.split(rng_key, num_components)
-    first = points[jax.random.randint(keys[0], (), 0, num_valid)]
+    if row_counts is not None:
+        logical, valid, position = _block_layout(points.shape[0], row_counts)
+        # categorical(key, logits) is argmax(gumbel(key, logits.shape) + logits),
+        # and a draw of threefry's bits depends on its index only, not on the shape.
+        draw = lambda key, logits: jnp.argmax(
+            jnp.where(valid, jax.random.gumbel(key, (points.shape[0],), logits.dtype)[
+                jnp.where(valid, logical, 0)], 0.0) + logits
+        )
+        first = points[position(jax.random.randint(keys[0], (), 0, num_valid))]
+    else:
+        draw = jax.random.categorical
+        first = points[jax.random.randint(keys[0], (), 0, num_valid)]
     centers = jnp.zeros((num_components, points.shape[1]), points.dtype).at[0].set(first)
     sq_dist = jnp.sum((points - first) ** 2, axis=-1)
     tiny = jnp.finfo(points.dtype).tiny
@@ -33,7 +64,7 @@ def _kmeanspp_centers(rng_key, points, num_components, num_valid, valid):
         logits = jnp.log(sq_dist + tiny)
         if valid is not None:
             logits = jnp.where(valid, logits, -jnp.inf)
-        index = jax.random.categorical(keys[k], logits)
+        index = draw(keys[k], logits)
         center = points[index]
         sq_dist = jnp.minimum(sq_dist, jnp.sum((points - center) ** 2, axis=-1))
         return centers.at[k].set(center), sq_dist
@@ -42,7 +73,7 @@ def _kmeanspp_centers(rng_key, points, num_components, num_valid, valid):
     return centers
 
 
-def kmeanspp_init(rng_key, data, num_components, priors, num_data=None):
+def kmeanspp_init(rng_key, data, num_components, priors, num_data=None, row_counts=None):
     """Constrained starting values of every latent site, seeded by k-means++.
 
     Parameters
@@ -60,6 +91,11 @@ def kmeanspp_init(rng_key, data, num_components, priors, num_data=None):
         The rows of ``data`` that are real; the rest (padding that gives data
         sets of nearby sizes one shape) are never drawn or counted, and the
         seeding is the one of the real rows alone. ``None``: every row.
+    row_counts : Int[Array, "blocks"], optional
+        Rows spread over processes: ``data`` is made of equal blocks, one
+        per process, each its real rows followed by padding; ``row_counts``
+        are their real rows and ``num_data`` their sum. The seeding is the
+        one of the real rows, in block order, alone.
 
     Returns
     -------
@@ -79,12 +115,15 @@ def kmeanspp_init(rng_key, data, num_components, priors, num_data=None):
     """
     points = data[:, None] if data.ndim == 1 else data
     num_rows = points.shape[0]
-    if num_data is None or (isinstance(num_data, int) and num_data >= num_rows):
+    if row_counts is not None:
+        num_valid = jnp.sum(row_counts)
+        valid = _block_layout(num_rows, row_counts)[1]
+    elif num_data is None or (isinstance(num_data, int) and num_data >= num_rows):
         num_valid, valid = num_rows, None
     else:
         num_valid = jnp.minimum(num_data, num_rows)
         valid = jnp.arange(num_rows) < num_valid
-    centers = _kmeanspp_centers(rng_key, points, num_components, num_valid, valid)
+    centers = _kmeanspp_centers(rng_key, points, num_components, num_valid, valid, row_counts)
     sq_dist = jnp.sum((points[:, None, :] - centers[None]) ** 2, axis=-1)
     nearest = jnp.argmin(sq_dist, axis=-1)
     one_hot = jax.nn.one_hot(nearest, num_components, dtype=points.dtype)

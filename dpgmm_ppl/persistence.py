@@ -100,13 +100,21 @@ def save(fit, path):
 
     An interrupted or failed write leaves no partial file, and no temporary
     one (:func:`atomic_output`); an existing file at ``path`` is replaced
-    only by the complete new one.
+    only by the complete new one. In a multi-process run (every process
+    holding the same fit) only process 0 writes. A fit of data spread over
+    processes is saved without its data, which :func:`load` gives back as
+    NaN of their shape.
 
     Returns
     -------
     pathlib.Path
     """
     path = _check_target(path)
+    import jax
+
+    if jax.process_index() != 0:
+        # Every process of a multi-process run holds the same fit: process 0 writes it.
+        return path
     with atomic_output(path) as temporary:
         write_netcdf(fit.to_arviz(), temporary)
     return path
@@ -139,6 +147,16 @@ def _check_path(path):
             "not a fit written by Fit.save"
         )
     return path
+
+
+def _data_from(groups, attrs):
+    """The observed data, or, for a fit of data spread over processes, which
+    kept none, NaN of their shape and dtype (a view of one value)."""
+    if "observed_data" in groups:
+        return groups["observed_data"]["obs"].values
+    from dpgmm_ppl.sharding import spread_rows
+
+    return spread_rows(json.loads(attrs["data_shape"]), attrs.get("data_dtype", "float32"))
 
 
 def load(path) -> Fit:
@@ -183,7 +201,7 @@ def load(path) -> Fit:
         backend=str(attrs["backend"]),
         samples={name: posterior[name].values for name in posterior.data_vars},
         sample_stats=sample_stats,
-        data=groups["observed_data"]["obs"].values,
+        data=_data_from(groups, attrs),
         num_components=int(attrs["num_components"]),
         # Files written before the covariance structures existed are diagonal.
         covariance=str(attrs.get("covariance", "diag")),

@@ -24,13 +24,16 @@ _OPTIONAL_FIELDS = ("fixed_scale",)
 _OPTIONAL_SCALAR_FIELDS = ("corr_concentration",)
 
 
-#: The default ``scale_rate`` over the data's standard deviation. Measured
-#: (docs/mle-collapse.md): twice the spread made MAP's point estimate on iris
-#: (150 x 4, values recorded to 0.1 cm) keep 2 or 3 components instead of 7
-#: or 8, but it widened the spare components of the posterior so much that
-#: NUTS on the seed data at K = 10 fell from an ESS of 210 to 3 for ``alpha``
-#: (500 steps a draw instead of 260); the default stays at half the spread.
-SCALE_RATE_PER_SPREAD = 0.5
+#: The default ``scale_rate`` over the data's standard deviation, which puts
+#: the prior mode of a scale at a third of it. Chosen by measurement
+#: (docs/mle-collapse.md): at half the spread MAP's point estimate on iris
+#: (150 x 4, full covariances) kept 7 or 8 components and lost to
+#: scikit-learn's ``BayesianGaussianMixture`` by 0.5 nats per held-out point;
+#: at the spread it keeps 2 to 5 and wins by 0.46. NUTS on the seed data at
+#: K = 25 mixed better too (``alpha`` ESS 334-443 against 50-208 per 500
+#: draws). Twice the spread also fixed iris, but it widened the spare
+#: components so far that NUTS at K = 10 slowed to 500 steps a draw.
+SCALE_RATE_PER_SPREAD = 1.0
 
 #: Rows per block when the data's moments are accumulated in float64.
 _MOMENT_BLOCK = 1 << 20
@@ -94,9 +97,9 @@ class Priors:
     scale_shape : float
         Shape of the inverse-gamma prior on each scale. Default 2.
     scale_rate : float, array of shape (D,), or None
-        Rate of the inverse-gamma prior. ``None``: half the data standard
+        Rate of the inverse-gamma prior. ``None``: the data standard
         deviation (:data:`SCALE_RATE_PER_SPREAD`), which puts the prior mode
-        of a scale at a sixth of it. A component holding ``n`` nearly
+        of a scale at a third of it. A component holding ``n`` nearly
         coincident points keeps a scale of about
         ``scale_rate / (n + scale_shape + 1)`` at a mode; for data with ties
         or rounded values a larger rate keeps a point estimate from fitting
@@ -175,8 +178,10 @@ class Priors:
 
         Parameters
         ----------
-        data : array of shape (N,) or (N, D)
+        data : array of shape (N,) or (N, D), or ProcessRows
             Observations; only their mean and standard deviation are used.
+            A :class:`~dpgmm_ppl.sharding.ProcessRows` (rows spread over
+            processes) gives those of the rows of every process.
 
         Returns
         -------
@@ -186,7 +191,10 @@ class Priors:
         """
         # Inside a user's jitted code the data can be a tracer: use jax.numpy then.
         xp = jnp if isinstance(data, jax.core.Tracer) else np
-        if xp is jnp:
+        if hasattr(data, "mean_and_std"):
+            # Rows spread over processes (dpgmm_ppl.sharding.ProcessRows): global sums.
+            mean, std = data.mean_and_std()
+        elif xp is jnp:
             data = jnp.asarray(data, dtype=jnp.float32)
             mean, std = data.mean(axis=0), data.std(axis=0)
         else:

@@ -39,6 +39,7 @@ LONG_FILES = (
     "test_sbc.py",  # 140
     "test_sklearn_estimator.py",  # 119
     "test_numerics.py",  # 70
+    "test_multiprocess.py",  # 55 (2 processes x 2 devices, mostly compilation)
     "test_sharding.py",  # 51
     "test_covariance.py",  # 50
     "test_nuts.py",  # 43

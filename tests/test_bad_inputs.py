@@ -448,9 +448,7 @@ def test_integer_data_are_accepted_as_floats():
     assert low != high
 
 
-# The MAP backend's collapse check divides by the data's spread, zero here
-# (dpgmm_ppl/infer/map.py); the numpy warning says nothing about the fit.
-@pytest.mark.filterwarnings("ignore:divide by zero encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 def test_identical_points_give_one_component_at_their_value():
     """All points identical is allowed: the default priors take their scale from
     the value's magnitude, and MAP puts (nearly) all weight on one component there."""

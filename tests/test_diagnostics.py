@@ -21,6 +21,7 @@ from dpgmm_ppl.diagnostics import (
     diagnostic_points,
 )
 from dpgmm_ppl.fit import Fit, mixture_log_density
+from dpgmm_ppl.sharding import spread_rows
 
 #: The tiny NUTS run of the CLI test, which the direct fit repeats (one compiled program).
 NUTS_OPTIONS = {"num_warmup": 100, "num_samples": 100, "num_init_steps": 100,
@@ -95,6 +96,19 @@ def test_independent_chains_pass_and_chains_in_other_places_fail():
     assert max(rhat["log_density(q10)"], rhat["log_density(q90)"]) > 1.2
     assert not failed.is_ok and failed.problems[0].startswith("R-hat of log_density(q")
     assert failed.min_ess < MIN_ESS_PER_CHAIN * 4
+
+
+def test_rows_spread_over_processes_are_watched_through_alpha_and_lp_only():
+    rng = np.random.default_rng(1)
+    iid = hand_made_fit(np.array([-2.0, 2.0]) + 0.2 * rng.normal(size=(4, 500, 2)),
+                        diverging=np.zeros((4, 500), bool))
+    spread = dataclasses.replace(iid, data=spread_rows(np.shape(iid.data), np.float32))
+    result = spread.diagnostics()
+    assert result.quantities == ("alpha", "lp")
+    # The same R-hat and ESS as with the data held: the points are only left out.
+    held = dict(zip(iid.diagnostics().quantities, iid.diagnostics().rhat))
+    assert result.rhat == (held["alpha"], held["lp"])
+    assert result.is_ok and not any("nan" in problem for problem in result.problems)
 
 
 def test_a_single_chain_that_changes_half_way_is_flagged():

@@ -96,7 +96,8 @@ def test_default_priors_are_scaled_from_the_data(rng):
     priors = Priors().resolve(data)
     np.testing.assert_allclose(priors.loc_mean, data.mean(0), rtol=1e-6)
     np.testing.assert_allclose(priors.loc_scale, 2 * data.std(0), rtol=1e-6)
-    np.testing.assert_allclose(priors.scale_rate, 0.5 * data.std(0), rtol=1e-6)
+    # The documented default: the rate is the spread (docs/mle-collapse.md).
+    np.testing.assert_allclose(priors.scale_rate, data.std(0), rtol=1e-6)
     assert Priors(scale_rate=3.0).resolve(data).scale_rate.tolist() == [3.0, 3.0]
 
 

@@ -5,7 +5,7 @@ The MAP and NUTS fits are computed once for this file; keeping every test that
 uses them in one file keeps them on one pytest-xdist worker (``--dist loadfile``
 in the Makefile).
 
-MAP: the defaults (Adam 0.05, 10,000 steps, float32), 50 components, 8 restarts. Held
+MAP: the defaults (Adam 0.05, 10,000 steps, float32), 50 components, 4 restarts. Held
 out: a fresh 19,000-point draw from the true mixture, scored against the true
 mixture's own mean log density on the same draw.
 """
@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xla_optimized]
 
 @pytest.fixture(scope="module")
 def seed_map_fit():
-    """MAP on the notebook's data with its settings, 50 components, 8 restarts.
+    """MAP on the notebook's data with its settings, 50 components, 4 restarts.
 
     Shared by the MAP acceptance checks, the relabelling checks and the NUTS
     check that compares against it; about 160 s on two CPU cores.
@@ -33,17 +33,18 @@ def seed_map_fit():
     from dpgmm_ppl.datasets import seed_mixture
 
     truth = seed_mixture()
-    return truth, dpgmm_ppl.fit(truth.data, num_components=50, num_chains=8, rng_key=0)
+    return truth, dpgmm_ppl.fit(truth.data, num_components=50, num_chains=4, rng_key=0)
 
 
 @pytest.fixture(scope="module")
 def seed_nuts_fit():
-    """NUTS at its defaults on the notebook's data: 4 components, 4 chains x 500 draws.
+    """NUTS at its default settings on the notebook's data: 4 components, 4 chains x (300 + 300).
 
     Four components, not 25: each spare component adds a funnel (its location
     and scale are free when its weight is small, pinned when it is not) that
     NUTS crosses only with deep trees (see :mod:`dpgmm_ppl.infer.nuts`).
-    About 2.5 minutes on two CPU cores. Returns the truth, the fit and the
+    Shorter than the default 500 + 500 for the suite's time (about 2 minutes
+    on two CPU cores; 3.3 at 500 + 500). Returns the truth, the fit and the
     RuntimeWarnings raised while fitting (a divergence warns).
     """
     import dpgmm_ppl
@@ -52,7 +53,8 @@ def seed_nuts_fit():
     truth = seed_mixture()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
-        fit = dpgmm_ppl.fit(truth.data, backend="nuts", num_components=4, num_chains=4, rng_key=0)
+        fit = dpgmm_ppl.fit(truth.data, backend="nuts", num_components=4, num_chains=4,
+                            num_warmup=300, num_samples=300, rng_key=0)
     runtime_warnings = [w for w in caught if issubclass(w.category, RuntimeWarning)]
     return truth, fit, runtime_warnings
 
@@ -94,7 +96,7 @@ def test_best_restart_finds_the_four_true_components(seed_fit):
 
 @pytest.mark.parametrize("method", labels.METHODS)
 def test_relabelled_map_restarts_agree(seed_map_fit, method):
-    """8 restarts, 50 components, relabelled onto the best restart.
+    """4 restarts, 50 components, relabelled onto the best restart.
 
     MAP's default objective and its sorting of the components by weight
     (:mod:`dpgmm_ppl.infer.map`) take every restart to the same optimum

@@ -256,6 +256,7 @@ def run_fit(path, *, out_dir="fit-output", columns=None, heldout=None, backend="
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file; --out needs a directory")
+    data, table, figures = _spread_over_processes(table, figures)
     drawn, skipped = plan_figures(backend, table.values.shape, enabled=figures)
     # Any earlier output stops the command, also figures this fit would not
     # draw: left beside the new files, they would describe other data.
@@ -264,7 +265,7 @@ def run_fit(path, *, out_dir="fit-output", columns=None, heldout=None, backend="
         print(note, file=sys.stderr)
 
     start = time.perf_counter()
-    fit = dpgmm_ppl.fit(table.values, backend=backend, rng_key=seed, num_components=num_components,
+    fit = dpgmm_ppl.fit(data, backend=backend, rng_key=seed, num_components=num_components,
                         num_chains=num_chains, covariance=covariance, **options)
     wall_seconds = time.perf_counter() - start
     score = None if held is None else float(np.mean(fit.log_predictive_density(held.values)))
@@ -273,10 +274,33 @@ def run_fit(path, *, out_dir="fit-output", columns=None, heldout=None, backend="
 
     record = _fit_record(args, table, held, fit, wall_seconds, score)
     record["figures"], record["figures_skipped"] = drawn, skipped
-    _print_summary(record)
-    _print_diagnostics(record["diagnostics"], sys.stderr)
-    _write_outputs(fit, record, out, drawn, progress_bar=progress_bar)
+    import jax
+
+    # Every process of a multi-process run holds the same fit: process 0 reports and writes.
+    if jax.process_index() == 0:
+        _print_summary(record)
+        _print_diagnostics(record["diagnostics"], sys.stderr)
+        _write_outputs(fit, record, out, drawn, progress_bar=progress_bar)
     return fit, record
+
+
+def _spread_over_processes(table, figures):
+    """``(data for fit, table, figures)``: with several JAX processes, this
+    process's share of the rows as one global array, the table holding only
+    the shape of the rows, and no figures (they need every point)."""
+    import jax
+
+    count = jax.process_count()
+    if count == 1:
+        return table.values, table, figures
+    from dpgmm_ppl.sharding import data_mesh, process_local_data, spread_rows
+
+    values = table.values
+    mine = np.array(np.array_split(values, count)[jax.process_index()])
+    data = process_local_data(mine, data_mesh())
+    if figures and jax.process_index() == 0:
+        print("figures: not drawn, the rows are spread over processes", file=sys.stderr)
+    return data, table._replace(values=spread_rows(values.shape, values.dtype)), False
 
 
 def _write_outputs(fit, record, out, drawn, *, progress_bar):

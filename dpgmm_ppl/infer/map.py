@@ -41,10 +41,10 @@ directions by about ``sqrt(N w_k)``), and it is zero for an empty one; the
 same term, with counts, is the message length of Figueiredo and Jain
 (2002) for finite mixtures. A component must now explain its points better
 than its parameters cost, so MAP keeps the clusters the data support: the
-four clusters above came out as four at K = 6 and 25. Data with many tied
-or rounded values (iris) still let a component fit a handful of points
-under the default scale prior; a larger ``Priors(scale_rate=...)`` is the
-remedy there (``docs/mle-collapse.md``).
+four clusters above came out as four at K = 6 and 25. How narrow a
+component on a handful of points may become is the scale prior's business
+(``Priors(scale_rate=...)``; ``docs/mle-collapse.md`` measures the default
+on iris, whose values are rounded to 0.1 cm).
 
 Every ``history_every`` steps a restart is offered its components sorted by
 weight (:func:`_weight_order_step`). The restart's best value of the

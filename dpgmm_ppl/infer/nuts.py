@@ -433,8 +433,21 @@ def run_nuts(
     -----
     RuntimeWarning
         Once, with the count, if any draw after warmup diverged.
+    UserWarning
+        With ``parameterization="centered"``, which fails simulation-based
+        calibration (``benchmarks/README.md``).
     """
     check_chart(density, parameterization)
+    if parameterization == "centered":
+        warnings.warn(
+            "NUTS in the centred chart of the sticks (parameterization='centered') is kept "
+            "for comparison: its draws of alpha are biased low when spare components are "
+            "present (simulation-based calibration, benchmarks/sbc.py --charts: p < 0.0001 "
+            "for alpha, the largest weight and the log-likelihood); the default "
+            "parameterization='noncentered' passes.",
+            UserWarning,
+            stacklevel=4,
+        )
     target_accept_prob, dense_mass, max_warmup_tree_depth, centered_sticks = size_defaults(
         density.num_data, parameterization, target_accept_prob=target_accept_prob,
         dense_mass=dense_mass, max_tree_depth=max_tree_depth,

@@ -46,6 +46,7 @@ from jax.flatten_util import ravel_pytree
 
 from dpgmm_ppl._validation import check_parameterization, check_positive_int
 from dpgmm_ppl.infer._minibatch import run_minibatch_chains
+from dpgmm_ppl.infer._minibatch_processes import run_spread_minibatch_chains
 from dpgmm_ppl.infer._common import (
     cached_program,
     chains_program,
@@ -355,8 +356,12 @@ def run_svi(
             family, density.minibatch_potential_fn, unravel, optimizer,
             num_particles=num_particles,
         )
+        # Rows spread over processes: each gathers its part of every batch.
+        runner = run_minibatch_chains if density.process_rows is None else (
+            run_spread_minibatch_chains
+        )
         with bar:
-            (positions, lp, losses, history), timing = run_minibatch_chains(
+            (positions, lp, losses, history), timing = runner(
                 rng_key, num_chains, density, family, unravel, step,
                 lambda params: SVIState(params, optimizer.init(params)),
                 {**options, "batch_size": batch_size}, bar=bar,
