@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # TEST_WORKERS=0 runs in this process.
 TEST_WORKERS ?= 2
 
-.PHONY: demo test install docs clean
+.PHONY: demo test lint install docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+
+# ruff's small rule set (pyproject.toml) on the code, mypy on the package.
+lint: $(STAMP)
+	$(BIN)/ruff check dpgmm_ppl tests benchmarks docs
+	$(BIN)/mypy
 
 # Static analysis of the sources only: nothing is imported or fitted, the
 # figures are the committed files of docs/figures (docs/make_figures.py).

@@ -129,9 +129,8 @@ import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _common import print_header, ratio  # noqa: E402  (this folder; sets float32)
-
 import jax  # noqa: E402
+from _common import print_header, ratio  # noqa: E402  (this folder; sets float32)
 
 import dpgmm_ppl  # noqa: E402
 from dpgmm_ppl.datasets import galaxies, old_faithful, seed_mixture  # noqa: E402

@@ -72,8 +72,8 @@ import time
 import warnings
 
 import jax
-import jaxlib
 import jax.numpy as jnp
+import jaxlib
 import numpy as np
 import optax
 from jax.scipy import stats

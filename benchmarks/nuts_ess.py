@@ -83,7 +83,11 @@ from numpyro.infer import MCMC, NUTS
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (  # noqa: E402
-    default_priors, handwritten_dpgmm, print_header, ratio, sample_pymc,
+    default_priors,
+    handwritten_dpgmm,
+    print_header,
+    ratio,
+    sample_pymc,
 )
 
 import dpgmm_ppl  # noqa: E402

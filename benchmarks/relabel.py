@@ -48,7 +48,7 @@ import numpy as np
 import dpgmm_ppl
 from dpgmm_ppl import labels
 from dpgmm_ppl.datasets import seed_mixture
-from dpgmm_ppl.fit import Fit
+from dpgmm_ppl.result import Fit
 
 
 def made_up_fit(num_chains, num_draws, num_components, seed=0):
@@ -139,8 +139,8 @@ def main(argv=None):
           f"({1e3 * per_draw:.1f} ms per draw)")
     print(f"{'method':<12}{'cold s':>9}{'warm s':>9}{'ratio':>8}{'exact':>8}")
     for method in args.methods.split(","):
-        _, cold = timed(lambda: labels.relabel(fit, method=method))
-        relabelled, warm = timed(lambda: labels.relabel(fit, method=method))
+        _, cold = timed(lambda method=method: labels.relabel(fit, method=method))
+        relabelled, warm = timed(lambda method=method: labels.relabel(fit, method=method))
         print(f"{method:<12}{cold:>9.2f}{warm:>9.2f}{warm / baseline:>8.3f}"
               f"{exact_share(relabelled, restore, 4):>8.3f}")
     if args.skip_summaries:

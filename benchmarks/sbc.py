@@ -88,7 +88,8 @@ from scipy import stats
 from dpgmm_ppl._frame import Frame
 from dpgmm_ppl.density import build_log_density
 from dpgmm_ppl.distributions import GaussianMixture
-from dpgmm_ppl.infer._nuts_starts import CANDIDATES_PER_CHAIN, descend as descend_fn, sort_by_weight
+from dpgmm_ppl.infer._nuts_starts import CANDIDATES_PER_CHAIN, sort_by_weight
+from dpgmm_ppl.infer._nuts_starts import descend as descend_fn
 from dpgmm_ppl.infer.nuts import NUTS, resolve_dense_mass, size_defaults
 from dpgmm_ppl.model import dpgmm
 from dpgmm_ppl.priors import SCALE_RATE_PER_SPREAD, Priors

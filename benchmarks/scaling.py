@@ -5,8 +5,9 @@ gradient of minus the shared log joint density (``build_log_density(data,
 num_components=K).log_joint_fn(position, data)``) and one ``optax.adam(0.05)``
 update, the update guarded against non-finite values as MAP does
 (``dpgmm_ppl.infer._common.guarded_update``). ``steps`` of them run inside
-one jitted ``lax.scan``, starting from the density's ``init_position``, with
-the data as an argument of the compiled function.
+one jitted ``lax.scan``, MAP's own loop (``dpgmm_ppl.infer._optimise``),
+starting from the density's ``init_position``, with the data as an argument
+of the compiled function.
 
 ``baseline``
     The seed notebook's naive evaluation, from ``map_seed.py``
@@ -58,7 +59,7 @@ from map_seed import make_notebook_loss, notebook_init  # noqa: E402
 
 from dpgmm_ppl.datasets import SeedMixture, seed_mixture  # noqa: E402
 from dpgmm_ppl.density import build_log_density  # noqa: E402
-from dpgmm_ppl.infer._common import guarded_update  # noqa: E402
+from dpgmm_ppl.infer._optimise import optimise  # noqa: E402
 
 LEARNING_RATE = 0.05
 FULL_N = (1_000, 10_000, 100_000, 1_000_000, 10_000_000)
@@ -83,21 +84,12 @@ def make_ours(data, num_components, num_steps):
     """``(run, position)``: ``run(position, data)`` takes ``num_steps`` MAP steps."""
     density = build_log_density(data, num_components=num_components)
     optimizer = optax.adam(LEARNING_RATE)
-    value_and_grad = jax.value_and_grad(
-        lambda position, data: -density.log_joint_fn(position, data)
-    )
+    loss_fn = lambda position, data: -density.log_joint_fn(position, data)
 
     @jax.jit
     def run(position, data):
-        def step(carry, _):
-            position, opt_state = carry
-            loss, grad = value_and_grad(position, data)
-            position, opt_state, _ = guarded_update(optimizer, loss, grad, position, opt_state)
-            return (position, opt_state), loss
-
-        carry = (position, optimizer.init(position))
-        (position, _), losses = jax.lax.scan(step, carry, None, length=num_steps)
-        return position, losses
+        result = optimise(loss_fn, optimizer, position, data, num_steps=num_steps)
+        return result.params, result.losses
 
     return run, density.init_position
 

@@ -114,8 +114,9 @@ def measure_numpyro(train, held_out, args):
     params = svi.get_params(state)
     draws = guide.sample_posterior(jax.random.PRNGKey(1), params, sample_shape=(args.num_samples,))
     samples = {name: np.asarray(draws[name])[None] for name in ("weights", "loc", "scale")}
-    from dpgmm_ppl.fit import mixture_log_density
     from jax.scipy.special import logsumexp
+
+    from dpgmm_ppl.mixtures import mixture_log_density
 
     values = mixture_log_density(samples, held_out.data).reshape(-1, held_out.data.shape[0])
     predictive = np.asarray(logsumexp(values, axis=0) - np.log(values.shape[0]))

@@ -23,8 +23,8 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 #: ``:role:`` directly followed by the code span Markdown made of its target.
 ROLE = re.compile(r":(?:py:)?(func|class|meth|attr|mod|data|obj|exc|math):<code>(.*?)</code>", re.S)
-#: ``fit`` and ``compare`` share their names with submodules, so their pages
-#: document them under the modules that define them.
+#: The pages document ``fit`` and ``compare`` under the modules that define
+#: them (``compare`` shares its name with its module).
 FUNCTIONS = {"dpgmm_ppl.fit": "dpgmm_ppl.api.fit", "dpgmm_ppl.compare": "dpgmm_ppl.compare.compare"}
 #: ``title <target>`` inside a role.
 EXPLICIT_TITLE = re.compile(r"^(.*?)\s*<([^<>]+)>$", re.S)

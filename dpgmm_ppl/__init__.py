@@ -19,10 +19,10 @@ from dpgmm_ppl.compare import Comparison, compare
 from dpgmm_ppl.density import LogDensity, build_log_density
 from dpgmm_ppl.diagnostics import Diagnostics
 from dpgmm_ppl.distributions import GaussianMixture, StickBreakingWeights
-from dpgmm_ppl.fit import Fit
 from dpgmm_ppl.model import dpgmm
 from dpgmm_ppl.persistence import load
 from dpgmm_ppl.priors import Priors
+from dpgmm_ppl.result import Fit
 
 __all__ = [
     "Comparison",

@@ -36,6 +36,7 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
+from typing import Any, Literal, Union
 
 import jax
 
@@ -77,8 +78,12 @@ _warned_unwritable = False
 #: Whether the one warning about an explicit directory overruled by JAX's setting was given.
 _warned_kept_elsewhere = False
 
+#: What ``compilation_cache`` takes: ``None`` (the default location), ``False``
+#: (no cache) or a directory.
+CacheOption = Union[None, Literal[False], str, os.PathLike[str]]
 
-def check_compilation_cache(option):
+
+def check_compilation_cache(option: object) -> CacheOption:
     """Return ``option`` if it is a valid ``compilation_cache`` argument, else raise.
 
     Parameters
@@ -142,7 +147,7 @@ def default_cache_directory() -> Path:
     return base / "dpgmm_ppl" / "jax"
 
 
-def resolve_cache_directory(option) -> Path | None:
+def resolve_cache_directory(option: CacheOption) -> Path | None:
     """The absolute directory that ``option`` and the environment ask for; None for no cache.
 
     Parameters
@@ -224,9 +229,18 @@ def _warn_kept_elsewhere(directory: Path, current: str) -> None:
     )
 
 
+def _jax_setting(name: str) -> Any:
+    """The current value of JAX's configuration option ``name``.
+
+    ``jax.config.<name>`` reads the same value, but JAX adds those attributes at
+    run time, where a type checker cannot see them.
+    """
+    return jax.config.values[name]
+
+
 def _lower_compile_time_threshold() -> None:
     """Cache programs from :data:`MIN_COMPILE_SECONDS` on, unless the threshold was chosen."""
-    threshold = jax.config.jax_persistent_cache_min_compile_time_secs
+    threshold = _jax_setting("jax_persistent_cache_min_compile_time_secs")
     if threshold == _JAX_DEFAULT_MIN_COMPILE_SECONDS:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
 
@@ -251,7 +265,7 @@ def _point_jax_at(directory: str) -> None:
     _directory_set_here = directory
 
 
-def enable_compilation_cache(option=None) -> Path | None:
+def enable_compilation_cache(option: CacheOption = None) -> Path | None:
     """Turn on JAX's persistent compilation cache where ``option`` asks; never fail on the disk.
 
     Called by :func:`dpgmm_ppl.fit` before anything is traced. The cache is
@@ -286,12 +300,13 @@ def enable_compilation_cache(option=None) -> Path | None:
     """
     directory = resolve_cache_directory(option)
     with _lock:
-        current = jax.config.jax_compilation_cache_dir
+        current = _jax_setting("jax_compilation_cache_dir")
         in_use = None if current is None else Path(current)
-        if not jax.config.jax_enable_compilation_cache:
+        if not _jax_setting("jax_enable_compilation_cache"):
             return None
         if current is not None and current != _directory_set_here:
-            if option not in (None, False) and directory != in_use:
+            # An explicit directory (never None) that JAX's setting overrules.
+            if option not in (None, False) and directory is not None and directory != in_use:
                 _warn_kept_elsewhere(directory, current)
             return in_use
         if directory is None or str(directory) == current:

@@ -11,7 +11,9 @@ fixed size in these coordinates), and float32 keeps its digits. Results go
 back to data units through :meth:`Frame.to_data_units`.
 
 The map is affine in the location-like sites and linear in the scale-like
-ones; ``alpha``, ``weights`` and ``corr_cholesky`` do not change.
+ones, which the covariance structure names
+(:attr:`~dpgmm_ppl.covariance.CovarianceStructure.map_scales`); ``alpha``,
+``weights`` and ``corr_cholesky`` do not change.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from dpgmm_ppl.covariance import covariance_structure
 from dpgmm_ppl.priors import Priors, _spread_or_fallback, data_center_and_spread
 
 #: Rows per block when the data are standardised (never a float64 copy of all of them).
@@ -36,9 +39,10 @@ class Frame(NamedTuple):
     """Centre and unit of the standardised frame, float64 arrays of the event shape.
 
     ``x_standard = (x - center) / unit``, where ``unit`` is a fifth of the
-    data's standard deviation (:data:`UNITS_PER_SPREAD`). For
-    ``covariance="spherical"`` the unit is one number (the geometric mean of the columns' spreads), so that a
-    spherical covariance stays spherical.
+    data's standard deviation (:data:`UNITS_PER_SPREAD`), as the covariance
+    structure sets it (:attr:`~dpgmm_ppl.covariance.CovarianceStructure.frame_spread`):
+    for ``covariance="spherical"`` one number (the geometric mean of the
+    columns' spreads), so that a spherical covariance stays spherical.
     """
 
     center: np.ndarray
@@ -47,7 +51,9 @@ class Frame(NamedTuple):
     @classmethod
     def from_data(cls, data, covariance):
         """The frame of ``data``: its mean, and its standard deviation over
-        :data:`UNITS_PER_SPREAD`, both rounded to float32.
+        :data:`UNITS_PER_SPREAD`, both rounded to float32; ``covariance`` (a
+        name or :class:`~dpgmm_ppl.covariance.CovarianceStructure`) may
+        replace the spread by one it keeps its shape under.
 
         The rounding keeps the frame's map exact where float32 results go
         back to data units. It also means that the standardised data of
@@ -60,8 +66,7 @@ class Frame(NamedTuple):
             spread = _spread_or_fallback(center, std)
         else:
             center, spread = data_center_and_spread(data)
-        if covariance == "spherical" and np.ndim(spread) == 1:
-            spread = np.full_like(spread, np.exp(np.mean(np.log(spread))))
+        spread = covariance_structure(covariance).frame_spread(spread)
         spread = spread / UNITS_PER_SPREAD
         as_float32 = lambda a: np.asarray(a, np.float32).astype(np.float64)
         return cls(as_float32(center), as_float32(spread))
@@ -98,30 +103,29 @@ class Frame(NamedTuple):
         replaced = {name: np.asarray(value, np.float32) for name, value in replaced.items()}
         return dataclasses.replace(priors, **replaced)
 
-    def to_data_units(self, values, xp=np):
-        """Latent-site values (any leading axes) from the frame to data units."""
+    def to_data_units(self, values, covariance, xp=np):
+        """Latent-site values (any leading axes) of the structure ``covariance``
+        from the frame to data units."""
         center = xp.asarray(self.center, dtype=_dtype_of(values))
         unit = xp.asarray(self.unit, dtype=_dtype_of(values))
-        return _map_sites(values, lambda loc: center + unit * loc, unit)
+        return _map_sites(values, covariance, lambda loc: center + unit * loc, unit)
 
-    def from_data_units(self, values, xp=np):
+    def from_data_units(self, values, covariance, xp=np):
         """The inverse of :meth:`to_data_units`."""
         center = xp.asarray(self.center, dtype=_dtype_of(values))
         unit = xp.asarray(self.unit, dtype=_dtype_of(values))
-        return _map_sites(values, lambda loc: (loc - center) / unit, 1.0 / unit)
+        return _map_sites(values, covariance, lambda loc: (loc - center) / unit, 1.0 / unit)
 
     def log_joint_offset(self, num_data, num_components, covariance, fixed_scale):
         """Log joint in data units minus log joint in the frame (for the same values).
 
         Each observation and each location contributes ``-sum(log(unit))``,
-        and each sampled scale ``-log(unit_d)`` of its dimension.
+        and each sampled scale ``-log(unit_d)`` of its dimension
+        (:attr:`~dpgmm_ppl.covariance.CovarianceStructure.scales_log_unit`).
         """
         offset = (num_data + num_components) * self.log_unit
         if not fixed_scale:
-            if covariance == "spherical" and np.ndim(self.unit) == 1:
-                offset += num_components * float(np.log(self.unit[0]))
-            else:
-                offset += num_components * self.log_unit
+            offset += covariance_structure(covariance).scales_log_unit(self.unit, num_components)
         return -offset
 
 
@@ -129,16 +133,9 @@ def _dtype_of(values):
     return getattr(values["loc"], "dtype", np.float32)
 
 
-def _map_sites(values, map_loc, unit):
+def _map_sites(values, covariance, map_loc, unit):
     """Apply the frame map to the sites that carry units; the others are copied."""
     out = dict(values)
     out["loc"] = map_loc(values["loc"])
-    if "scale" in values:
-        scale = values["scale"]
-        # A spherical scale (K,) of vector data has one unit for all dimensions.
-        same_rank = np.ndim(scale) >= np.ndim(values["loc"])
-        out["scale"] = scale * (unit if same_rank else unit[..., 0])
-    if "scale_tril" in values:
-        # L -> diag(unit) L: scale the rows.
-        out["scale_tril"] = values["scale_tril"] * unit[..., :, None]
+    out.update(covariance_structure(covariance).map_scales(values, unit))
     return out

@@ -6,6 +6,7 @@ Every error names the argument, what was given and what was expected.
 from __future__ import annotations
 
 import numbers
+from typing import Any
 
 import jax
 import numpy as np
@@ -183,7 +184,7 @@ def _non_numeric_message(data, array, name):
     return f"{name} must hold real numbers, got an array of dtype {array.dtype}"
 
 
-def check_data(data, *, name="data", min_points=2, dtype=None):
+def check_data(data: Any, *, name: str = "data", min_points: int = 2, dtype: Any = None) -> np.ndarray:
     """Validate observations and return them as a float array of shape (N,) or (N, D).
 
     Rejects non-numeric arrays (naming the first cell that is not a number:
@@ -244,7 +245,7 @@ def _column_sums_of_squares(array):
     return total
 
 
-def check_training_data(data, *, name="data"):
+def check_training_data(data: Any, *, name: str = "data") -> np.ndarray:
     """:func:`check_data`, in the working float dtype, and small enough to square there.
 
     The data are converted to float32 (float64 when JAX's x64 mode is on).
@@ -327,25 +328,20 @@ def check_priors(priors, data, num_components):
 
 
 def check_covariance(covariance, data, priors):
-    """``covariance`` as one of the model's structures; ``"diag"`` for 1-d data.
+    """``covariance`` as the name of the structure fitted to ``data``.
 
-    For scalar data the three structures are the same model, which is fitted
-    as ``"diag"``. ``Priors.fixed_scale`` fixes diagonal scales only.
+    The name must be registered (:data:`dpgmm_ppl.covariance.COVARIANCE_STRUCTURES`);
+    scalar data get the structure each names for them (``"diag"``: with one
+    scale per component the built-in structures are the same model), and
+    ``Priors.fixed_scale`` is refused by a structure whose scales it cannot fix.
     """
-    from dpgmm_ppl.model import COVARIANCE_TYPES
+    from dpgmm_ppl.covariance import check_fixed_scale, covariance_structure, structure_for
 
-    if not isinstance(covariance, str) or covariance not in COVARIANCE_TYPES:
-        raise ValueError(
-            f"covariance must be one of {COVARIANCE_TYPES}, got {_describe(covariance)}"
-        )
+    structure = covariance_structure(covariance)
     if data.ndim == 1:
-        return "diag"
-    if covariance != "diag" and priors is not None and priors.fixed_scale is not None:
-        raise ValueError(
-            f"priors.fixed_scale fixes diagonal scales: it needs covariance='diag', "
-            f"got covariance={covariance!r}"
-        )
-    return covariance
+        return structure_for(structure, 0).name
+    check_fixed_scale(structure, priors)
+    return structure.name
 
 
 def check_rng_key(rng_key):

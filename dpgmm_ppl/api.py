@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import functools
 import warnings
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
 
 from dpgmm_ppl._compilation_cache import check_compilation_cache, enable_compilation_cache
-from dpgmm_ppl._validation import (
-    check_batch_size,
-    check_covariance,
-    check_positive_int,
-    check_priors,
-    check_rng_key,
-    check_training_data,
-    column_names,
-)
+from dpgmm_ppl._validation import check_training_data, column_names
 from dpgmm_ppl.density import bucket_size, build_log_density
-from dpgmm_ppl.fit import Fit
-from dpgmm_ppl.infer import BACKENDS
+from dpgmm_ppl.infer import get_backend
 from dpgmm_ppl.infer._common import CompileTimer
+from dpgmm_ppl.options import FitArguments, check_fit_arguments, resolve_options
+from dpgmm_ppl.result import Fit
 from dpgmm_ppl.sharding import (
     check_mesh,
     is_multiprocess_array,
@@ -29,6 +23,13 @@ from dpgmm_ppl.sharding import (
     spans_processes,
     spread_rows,
 )
+
+if TYPE_CHECKING:
+    from jax.sharding import Mesh
+    from jax.typing import ArrayLike
+
+    from dpgmm_ppl._compilation_cache import CacheOption
+    from dpgmm_ppl.priors import Priors
 
 __all__ = ["fit"]
 
@@ -39,30 +40,72 @@ def _constrain_all(constrain):
     return jax.jit(jax.vmap(jax.vmap(constrain, in_axes=(0, None)), in_axes=(0, None)))
 
 
-def _resolve_options(backend, options):
-    unknown = sorted(set(options) - set(backend.defaults))
-    if unknown:
-        raise TypeError(
-            f"backend {backend.name!r} does not take the option(s) {unknown}; "
-            f"its options are {sorted(backend.defaults)}"
+def _checked_data(data, mesh):
+    """``(names, data, rows)``: the column names, the data as the fit keeps them, and the
+    rows this process fits (all of them, unless a global array spreads them over processes)."""
+    if is_multiprocess_array(data):
+        # Rows spread over processes: each process reads its own, checked here.
+        return None, data, process_rows(data, mesh)
+    names = column_names(data)
+    # Float32 unless x64 is on; converted once, here, and kept as the fit's data.
+    data = check_training_data(data)
+    return names, data, data
+
+
+def _check_mesh(mesh, data, batch_size):
+    """A mesh for data this process holds whole: its own devices only, and no minibatches."""
+    check_mesh(mesh)
+    if spans_processes(mesh):
+        raise ValueError(
+            "data must be a global jax.Array of every process's rows when mesh spans "
+            f"the devices of several processes; got {type(data).__name__} of shape "
+            f"{data.shape} held whole by this process (build the global array with "
+            "dpgmm_ppl.sharding.process_local_data(rows, mesh))"
         )
-    resolved = {**backend.defaults, **options}
-    backend.validate(resolved)
-    return resolved
+    if batch_size is not None:
+        raise ValueError(
+            "mesh and batch_size exclude each other: minibatch SVI streams batches "
+            "from the host; fit on a mesh with batch_size=None"
+        )
+
+
+def _assemble(algorithm, arguments: FitArguments, options, output, density, samples, *,
+              data, rows, names, compile_seconds) -> Fit:
+    """The :class:`Fit` of a backend's output, in NumPy arrays."""
+    return Fit(
+        backend=algorithm.name,
+        kind=algorithm.kind,
+        samples=samples,
+        sample_stats={k: np.asarray(v) for k, v in output.sample_stats.items()},
+        # Rows spread over processes stay there: the fit keeps their shape.
+        data=np.asarray(data) if rows is data else spread_rows(rows.shape, rows.dtype),
+        num_components=arguments.num_components,
+        priors=density.priors,
+        covariance=density.covariance,
+        losses=None if output.losses is None else np.asarray(output.losses),
+        history=None
+        if output.history is None
+        else {k: np.asarray(v) for k, v in output.history.items()},
+        history_steps=output.history_steps,
+        timing={**output.timing, "compile_seconds": compile_seconds},
+        options=options,
+        rng_key=np.asarray(arguments.rng_key),
+        names=names,
+    )
 
 
 def fit(
-    data,
+    data: ArrayLike,
     *,
-    backend="map",
-    rng_key=0,
-    num_components=25,
-    num_chains=1,
-    priors=None,
-    covariance="diag",
-    mesh=None,
-    compilation_cache=None,
-    **backend_options,
+    backend: str = "map",
+    rng_key: jax.Array | int = 0,
+    num_components: int = 25,
+    num_chains: int = 1,
+    priors: Priors | None = None,
+    covariance: str = "diag",
+    mesh: Mesh | None = None,
+    compilation_cache: CacheOption = None,
+    **backend_options: Any,
 ) -> Fit:
     """Fit the DP-GMM to ``data`` with one of the backends.
 
@@ -188,43 +231,20 @@ def fit(
     >>> set(labels[:50].tolist()) & set(labels[50:].tolist())
     set()
     """
-    if not isinstance(backend, str) or backend not in BACKENDS:
-        raise ValueError(
-            f"backend must be one of {sorted(BACKENDS)}, got {backend!r}"
-        )
-    algorithm = BACKENDS[backend]
-    if is_multiprocess_array(data):
-        # Rows spread over processes: each process reads its own, checked here.
-        names, rows = None, process_rows(data, mesh)
-    else:
-        # Float32 unless x64 is on; converted once, here, and kept as the fit's data.
-        names, data = column_names(data), check_training_data(data)
-        rows = data
-    num_components = check_positive_int("num_components", num_components)
-    num_chains = check_positive_int("num_chains", num_chains)
-    key = check_rng_key(rng_key)
-    priors = check_priors(priors, rows, num_components)
-    covariance = check_covariance(covariance, rows, priors)
-    options = _resolve_options(algorithm, backend_options)
-    batch_size = check_batch_size(options.get("batch_size"), rows.shape[0])
+    algorithm = get_backend(backend)
+    names, data, rows = _checked_data(data, mesh)
+    arguments = check_fit_arguments(
+        rows, num_components=num_components, num_chains=num_chains, rng_key=rng_key,
+        priors=priors, covariance=covariance,
+    )
+    options = resolve_options(algorithm, backend_options, num_points=rows.shape[0])
+    batch_size = options.get("batch_size")
     if mesh is not None and rows is data:
-        check_mesh(mesh)
-        if spans_processes(mesh):
-            raise ValueError(
-                "data must be a global jax.Array of every process's rows when mesh spans "
-                f"the devices of several processes; got {type(data).__name__} of shape "
-                f"{data.shape} held whole by this process (build the global array with "
-                "dpgmm_ppl.sharding.process_local_data(rows, mesh))"
-            )
-        if batch_size is not None:
-            raise ValueError(
-                "mesh and batch_size exclude each other: minibatch SVI streams batches "
-                "from the host; fit on a mesh with batch_size=None"
-            )
+        _check_mesh(mesh, data, batch_size)
     check_compilation_cache(compilation_cache)
-    if num_components > rows.shape[0]:
+    if arguments.num_components > rows.shape[0]:
         warnings.warn(
-            f"num_components={num_components} exceeds the number of points "
+            f"num_components={arguments.num_components} exceeds the number of points "
             f"({rows.shape[0]}); the extra components can only follow the prior.",
             UserWarning,
             stacklevel=2,
@@ -234,35 +254,18 @@ def fit(
     with CompileTimer() as timer:
         # The chart of the unconstrained space is fixed when the density is built.
         density = build_log_density(
-            rows, num_components=num_components, priors=priors, covariance=covariance,
+            rows, num_components=arguments.num_components, priors=arguments.priors,
+            covariance=arguments.covariance,
             parameterization=options.get("parameterization", "centered"),
             mesh=mesh if rows is data else None,
             keep_data_on_host=batch_size is not None,
             # Padded to a bucket of rows: data sets of nearby sizes share programs.
             num_rows=None if batch_size is not None else bucket_size(len(rows)),
         )
-        output = algorithm.run(key, density, num_chains=num_chains, **options)
+        output = algorithm.run(arguments.rng_key, density, num_chains=arguments.num_chains,
+                               **options)
         chart = density if output.density is None else output.density
-        constrain_all = _constrain_all(chart.program.constrain)
-        samples = constrain_all(output.positions, chart.params)
+        samples = _constrain_all(chart.program.constrain)(output.positions, chart.params)
         samples = jax.tree_util.tree_map(np.asarray, samples)
-    timing = {**output.timing, "compile_seconds": timer.seconds}
-    return Fit(
-        backend=backend,
-        samples=samples,
-        sample_stats={k: np.asarray(v) for k, v in output.sample_stats.items()},
-        # Rows spread over processes stay there: the fit keeps their shape.
-        data=np.asarray(data) if rows is data else spread_rows(rows.shape, rows.dtype),
-        num_components=num_components,
-        priors=density.priors,
-        covariance=density.covariance,
-        losses=None if output.losses is None else np.asarray(output.losses),
-        history=None
-        if output.history is None
-        else {k: np.asarray(v) for k, v in output.history.items()},
-        history_steps=output.history_steps,
-        timing=timing,
-        options=options,
-        rng_key=np.asarray(key),
-        names=names,
-    )
+    return _assemble(algorithm, arguments, options, output, density, samples, data=data,
+                     rows=rows, names=names, compile_seconds=timer.seconds)

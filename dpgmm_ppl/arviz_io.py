@@ -1,15 +1,19 @@
-"""Conversion of a :class:`~dpgmm_ppl.fit.Fit` to ArviZ data."""
+"""Conversion of a :class:`~dpgmm_ppl.Fit` to ArviZ data."""
 
 from __future__ import annotations
 
 import json
 import warnings
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from dpgmm_ppl._arviz import make_inference_data
-from dpgmm_ppl.fit import mixture_log_density
+from dpgmm_ppl._arviz_compat import make_inference_data
+from dpgmm_ppl.mixtures import mixture_log_density
 from dpgmm_ppl.predictive import OBSERVED_SITE
+
+if TYPE_CHECKING:
+    from dpgmm_ppl.result import Fit
 
 __all__ = [
     "FORMAT_VERSION", "MAX_LOG_LIKELIHOOD_VALUES", "PERMUTATION_STAT", "fit_metadata",
@@ -27,8 +31,9 @@ PERMUTATION_STAT = "permutation"
 MAX_LOG_LIKELIHOOD_VALUES = 40_000_000
 
 #: Dims of a site after its sample dims, by the number of its own axes: a
-#: scalar, one value per component, a vector per component (``loc``, diagonal
-#: ``scale``) and a matrix per component (``corr_cholesky``, ``scale_tril``).
+#: scalar, one value per component, a vector per component (``loc``). The
+#: covariance structure names the dims of its own sites
+#: (:attr:`~dpgmm_ppl.covariance.CovarianceStructure.site_dims`).
 _SITE_DIMS = ((), ("component",), ("component", "dim"), ("component", "dim", "dim_bis"))
 
 
@@ -41,8 +46,21 @@ def _dataset(variables, coords):
     )
 
 
-def _site_dims(lead, value):
+def _site_dims(lead, value, name=None, structure_dims=None):
+    if structure_dims and name in structure_dims:
+        return lead + tuple(structure_dims[name])
     return lead + _SITE_DIMS[np.ndim(value) - len(lead)]
+
+
+def _structure_dims(fit):
+    """The dims of the covariance structure's sites, after the sample dims; none
+    (dims by each site's number of axes) for a structure not registered here."""
+    from dpgmm_ppl.covariance import COVARIANCE_STRUCTURES
+
+    if fit.covariance not in COVARIANCE_STRUCTURES:
+        return {}
+    event_dims = ("dim",) if fit.dim is not None else ()
+    return COVARIANCE_STRUCTURES[fit.covariance].site_dims(event_dims)
 
 
 def _include_log_likelihood(fit, log_likelihood):
@@ -112,7 +130,33 @@ def _describe(value):
     return f"{value!r:.80} of type {type(value).__name__}"
 
 
-def fit_to_arviz(fit, *, log_likelihood="auto", posterior_predictive=False):
+def _posterior(fit, sample_dims, structure_dims):
+    """The coords of the sample, component and data dims, and the posterior group."""
+    coords = {
+        "chain": np.arange(fit.num_chains),
+        "draw": np.arange(fit.num_draws),
+        "component": np.arange(fit.num_components),
+    }
+    if fit.dim is not None:
+        coords["dim"] = np.arange(fit.dim)
+        if any("dim_bis" in dims for dims in structure_dims.values()):
+            coords["dim_bis"] = np.arange(fit.dim)
+    posterior = _dataset(
+        {
+            name: (_site_dims(sample_dims, value, name, structure_dims), value)
+            for name, value in fit.samples.items()
+        },
+        coords,
+    )
+    return coords, posterior
+
+
+def fit_to_arviz(
+    fit: Fit,
+    *,
+    log_likelihood: Literal["auto"] | bool = "auto",
+    posterior_predictive: bool | dict[str, Any] = False,
+) -> Any:
     """Build ``posterior``, ``sample_stats``, ``log_likelihood``, ``observed_data``
     and, for optimisers, ``optimization`` groups from a fit.
 
@@ -122,7 +166,7 @@ def fit_to_arviz(fit, *, log_likelihood="auto", posterior_predictive=False):
     than :data:`MAX_LOG_LIKELIHOOD_VALUES` values, as a minibatch fit of
     millions of points would). ``posterior_predictive`` is ``False``,
     ``True`` (one replicate per draw, ``fit.posterior_predictive()``) or the
-    dict that :meth:`~dpgmm_ppl.fit.Fit.posterior_predictive` returns; its
+    dict that :meth:`~dpgmm_ppl.Fit.posterior_predictive` returns; its
     ``obs`` goes into the ``posterior_predictive`` group with dims
     ``(chain, draw, obs_id[, dim])``, those of ``observed_data``'s ``obs``.
     Data spread over processes (a global array) give neither
@@ -132,20 +176,11 @@ def fit_to_arviz(fit, *, log_likelihood="auto", posterior_predictive=False):
     if posterior_predictive is True:
         replicates = fit.posterior_predictive()[OBSERVED_SITE]
     sample_dims = ("chain", "draw")
-    coords = {
-        "chain": np.arange(fit.num_chains),
-        "draw": np.arange(fit.num_draws),
-        "component": np.arange(fit.num_components),
+    structure_dims = _structure_dims(fit)
+    coords, posterior = _posterior(fit, sample_dims, structure_dims)
+    stats_variables: dict[str, tuple[tuple[str, ...], Any]] = {
+        name: (sample_dims, value) for name, value in fit.sample_stats.items()
     }
-    if fit.dim is not None:
-        coords["dim"] = np.arange(fit.dim)
-        if fit.covariance == "full":
-            coords["dim_bis"] = np.arange(fit.dim)
-    posterior = _dataset(
-        {name: (_site_dims(sample_dims, value), value) for name, value in fit.samples.items()},
-        coords,
-    )
-    stats_variables = {name: (sample_dims, value) for name, value in fit.sample_stats.items()}
     stats_coords = {key: coords[key] for key in sample_dims}
     if fit.permutations is not None:
         stats_variables[PERMUTATION_STAT] = (sample_dims + ("component",), fit.permutations)
@@ -174,7 +209,8 @@ def fit_to_arviz(fit, *, log_likelihood="auto", posterior_predictive=False):
     if fit.losses is not None:
         optimization = {"loss": (("chain", "step"), fit.losses)}
         for name, value in (fit.history or {}).items():
-            optimization[f"{name}_history"] = (_site_dims(("chain", "frame"), value), value)
+            dims = _site_dims(("chain", "frame"), value, name, structure_dims)
+            optimization[f"{name}_history"] = (dims, value)
         opt_coords = {
             "chain": coords["chain"],
             "step": np.arange(1, fit.losses.shape[1] + 1),
@@ -203,13 +239,16 @@ def _jsonable(value):
     return {"unserialisable": repr(value)[:200]}
 
 
-def fit_metadata(fit):
+def fit_metadata(fit: Fit) -> dict[str, Any]:
     """Attributes that identify a fit: package version, backend, key, options, priors."""
     import dataclasses
 
     import dpgmm_ppl
 
     priors = {f.name: getattr(fit.priors, f.name) for f in dataclasses.fields(fit.priors)}
+    # The backend's kind, so that a fit of a backend no longer registered
+    # still knows what its chains are when loaded.
+    kind = {} if fit.kind is None else {"backend_kind": fit.kind}
     spread = {} if _holds_data(fit) else {
         # No observed_data group: the data's shape and dtype, for Fit.data when loaded.
         "data_shape": json.dumps(list(fit.data.shape)),
@@ -217,6 +256,7 @@ def fit_metadata(fit):
     }
     return {
         **spread,
+        **kind,
         "inference_library": "dpgmm_ppl",
         "inference_library_version": dpgmm_ppl.__version__,
         "dpgmm_ppl_format": FORMAT_VERSION,

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dpgmm_ppl._display import html_table
-from dpgmm_ppl._validation import (
-    check_batch_size,
-    check_covariance,
-    check_data,
-    check_positive_int,
-    check_priors,
-    check_rng_key,
-    check_training_data,
-)
+from dpgmm_ppl._validation import check_data, check_training_data
+from dpgmm_ppl.options import check_fit_arguments, resolve_options
+
+if TYPE_CHECKING:
+    import jax
+    import pandas as pd
+    from jax.typing import ArrayLike
+
+    from dpgmm_ppl.priors import Priors
+    from dpgmm_ppl.result import Fit
 
 __all__ = ["Comparison", "compare"]
 
@@ -45,7 +47,7 @@ class Comparison(dict):
         The fit of each backend, for plots and ArviZ.
     """
 
-    def __init__(self, columns, fits):
+    def __init__(self, columns: Mapping[str, list], fits: Mapping[str, Fit]) -> None:
         super().__init__(columns)
         self.fits = fits
 
@@ -54,11 +56,11 @@ class Comparison(dict):
         rows = [[_format(self[name][i]) for name in header] for i in range(len(self["backend"]))]
         return header, rows
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         backends = ", ".join(self.get("backend", []))
         return f"Comparison of {backends} (the fits in .fits)\n" + self.to_string()
 
-    def _repr_html_(self):
+    def _repr_html_(self) -> str:
         header, rows = self._cells()
         return html_table(rows, header=header, caption="Comparison (the fits in .fits)")
 
@@ -70,7 +72,7 @@ class Comparison(dict):
         lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
         return "\n".join(lines)
 
-    def to_pandas(self):
+    def to_pandas(self) -> pd.DataFrame:
         """The table as a ``pandas.DataFrame`` (pandas is not a dependency)."""
         import pandas as pd
 
@@ -86,7 +88,7 @@ def _format(value):
 
 
 def _ess_per_second(fit):
-    if fit.backend != "nuts":
+    if not fit.is_mcmc:
         return None
     from numpyro.diagnostics import effective_sample_size
 
@@ -97,11 +99,14 @@ def _ess_per_second(fit):
 def _check_backends(backends):
     from dpgmm_ppl.infer import BACKENDS
 
+    if backends is None:
+        return tuple(BACKENDS)
     if isinstance(backends, str) or not isinstance(backends, Sequence) or not backends:
         raise TypeError(f"backends must be a non-empty sequence of names, got {backends!r}")
     unknown = [name for name in backends if name not in BACKENDS]
     if unknown:
         raise ValueError(f"backends must be among {sorted(BACKENDS)}, got {unknown}")
+    return tuple(backends)
 
 
 def _check_backend_options(backend_options, backends):
@@ -124,15 +129,6 @@ def _check_backend_options(backend_options, backends):
     return {name: dict(options) for name, options in backend_options.items()}
 
 
-def _check_options_of(name, options, num_points):
-    """The options of backend ``name`` as :func:`dpgmm_ppl.fit` would check them."""
-    from dpgmm_ppl.api import _resolve_options
-    from dpgmm_ppl.infer import BACKENDS
-
-    resolved = _resolve_options(BACKENDS[name], options)
-    check_batch_size(resolved.get("batch_size"), num_points)
-
-
 def _check_heldout(heldout, data):
     if heldout is None:
         return None
@@ -146,17 +142,17 @@ def _check_heldout(heldout, data):
 
 
 def compare(
-    data,
+    data: ArrayLike,
     *,
-    backends=("map", "svi", "nuts"),
-    heldout=None,
-    rng_key=0,
-    num_components=25,
-    num_chains=4,
-    priors=None,
-    covariance="diag",
-    backend_options=None,
-):
+    backends: Sequence[str] | None = None,
+    heldout: ArrayLike | None = None,
+    rng_key: jax.Array | int = 0,
+    num_components: int = 25,
+    num_chains: int = 4,
+    priors: Priors | None = None,
+    covariance: str = "diag",
+    backend_options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Comparison:
     """Fit each backend with the same key and tabulate time, fit and diagnostics.
 
     Every argument, each backend's options included, is checked before the
@@ -166,8 +162,9 @@ def compare(
     ----------
     data : array of shape (N,) or (N, D)
         Training data.
-    backends : sequence of str
-        Backends to run, in order.
+    backends : sequence of str, optional
+        Backends to run, in order; by default every registered one
+        (:data:`dpgmm_ppl.infer.BACKENDS`: ``"map"``, ``"svi"``, ``"nuts"``).
     heldout : array, optional
         Held-out points; adds the mean log predictive density per point.
     rng_key : int or PRNGKey
@@ -188,23 +185,24 @@ def compare(
         ``wall_seconds``, ``heldout_log_density``, ``components_used`` (mean
         number of components above 1% weight), ``alpha`` (MAP: the best
         restart's point; otherwise the posterior mean), ``ess_per_second_lp``
-        (NUTS) and ``divergences`` (NUTS); ``.fits`` holds the fits.
+        (Markov chains: NUTS) and ``divergences`` (NUTS); ``.fits`` holds
+        the fits.
     """
     from dpgmm_ppl.api import fit as run_fit
 
-    _check_backends(backends)
+    backends = _check_backends(backends)
     backend_options = _check_backend_options(backend_options, backends)
     # Everything a backend would refuse is refused before the first one runs.
     data = check_training_data(data)
     heldout = _check_heldout(heldout, data)
-    check_positive_int("num_components", num_components)
-    check_positive_int("num_chains", num_chains)
-    check_rng_key(rng_key)
-    priors = check_priors(priors, data, num_components)
-    covariance = check_covariance(covariance, data, priors)
+    arguments = check_fit_arguments(
+        data, num_components=num_components, num_chains=num_chains, rng_key=rng_key,
+        priors=priors, covariance=covariance,
+    )
+    priors, covariance = arguments.priors, arguments.covariance
     for name in backends:
-        _check_options_of(name, backend_options.get(name, {}), data.shape[0])
-    columns = {name: [] for name in COLUMNS}
+        resolve_options(name, backend_options.get(name, {}), num_points=data.shape[0])
+    columns: dict[str, list] = {name: [] for name in COLUMNS}
     fits = {}
     for name in backends:
         start = time.perf_counter()
@@ -225,7 +223,8 @@ def compare(
         )
         columns["components_used"].append(float(np.mean(result.num_components_used(0.01))))
         columns["alpha"].append(
-            float(alpha[result.best_chain, 0]) if name == "map" else float(np.mean(alpha))
+            float(alpha[result.best_chain, 0]) if result.is_point_estimate
+            else float(np.mean(alpha))
         )
         columns["ess_per_second_lp"].append(_ess_per_second(result))
         columns["divergences"].append(

@@ -15,6 +15,7 @@ from importlib import resources
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
 
 __all__ = ["Dataset", "SeedMixture", "seed_mixture", "old_faithful", "galaxies"]
 
@@ -63,7 +64,7 @@ class SeedMixture:
     scale: np.ndarray
 
     @classmethod
-    def sample(cls, rng_key, num_data: int | None = None) -> "SeedMixture":
+    def sample(cls, rng_key: jax.Array | int, num_data: int | None = None) -> SeedMixture:
         """Draw a fresh data set from the true mixture with the notebook's recipe.
 
         Component ``k`` gets its own key from ``jax.random.split(rng_key, 4)``
@@ -114,7 +115,7 @@ class SeedMixture:
         loc, scale = np.asarray(_LOCS), np.asarray(_SCALES)
         return cls(data=data, labels=labels, weights=weights, loc=loc, scale=scale)
 
-    def log_density(self, x) -> np.ndarray:
+    def log_density(self, x: npt.ArrayLike) -> np.ndarray:
         """Log density of the true mixture, evaluated in ``float64``.
 
         Parameters

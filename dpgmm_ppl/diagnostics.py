@@ -40,12 +40,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from dpgmm_ppl.fit import mixture_log_density
+from dpgmm_ppl.mixtures import mixture_log_density
 from dpgmm_ppl.sharding import holds_rows
+
+if TYPE_CHECKING:
+    from dpgmm_ppl.result import Fit
 
 __all__ = [
     "DATA_QUANTILES",
@@ -108,9 +111,9 @@ class Diagnostics:
     num_chains: int
     num_draws: int
     divergences: Optional[int]
-    quantities: tuple
-    rhat: tuple
-    ess: tuple
+    quantities: tuple[str, ...]
+    rhat: tuple[Optional[float], ...]
+    ess: tuple[Optional[float], ...]
 
     def _extreme(self, values, pick):
         """``(value, quantity)`` of the worst defined value; NaN counts as the worst."""
@@ -137,7 +140,7 @@ class Diagnostics:
         return MIN_ESS_PER_CHAIN * self.num_chains
 
     @property
-    def problems(self) -> tuple:
+    def problems(self) -> tuple[str, ...]:
         """One plain sentence per failed check; empty when every check passes."""
         found = []
         if self.divergences:
@@ -157,7 +160,7 @@ class Diagnostics:
         """No divergence, and every defined R-hat and ESS within its threshold."""
         return not self.problems
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         rhat, rhat_name = self._extreme(self.rhat, max)
         ess, ess_name = self._extreme(self.ess, min)
         parts = [f"divergences {self.divergences}",
@@ -167,7 +170,7 @@ class Diagnostics:
         return (f"Diagnostics({self.backend}, {chains} x {self.num_draws} draws: "
                 + ", ".join(parts) + ")")
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """The diagnostics as plain JSON values: NaN and infinities become ``None``.
 
         Returns
@@ -190,7 +193,7 @@ class Diagnostics:
         }
 
 
-def diagnostic_points(fit):
+def diagnostic_points(fit: Fit) -> np.ndarray:
     """The data points at which :func:`diagnostic_draws` watches the log density.
 
     Scalar data: the 10/50/90% quantiles of the data. Vector data have no
@@ -214,7 +217,7 @@ def diagnostic_points(fit):
     Examples
     --------
     >>> import numpy as np
-    >>> from dpgmm_ppl.fit import Fit
+    >>> from dpgmm_ppl import Fit
     >>> from dpgmm_ppl.priors import Priors
     >>> samples = {"alpha": np.ones((1, 1)), "weights": np.ones((1, 1, 1)),
     ...            "loc": np.zeros((1, 1, 1)), "scale": np.ones((1, 1, 1))}
@@ -237,7 +240,7 @@ def diagnostic_points(fit):
     return data[rows[nearest]]
 
 
-def diagnostic_draws(fit):
+def diagnostic_draws(fit: Fit) -> dict[str, np.ndarray]:
     """The label-invariant quantities of every draw that :func:`diagnose` checks.
 
     Parameters
@@ -257,7 +260,7 @@ def diagnostic_draws(fit):
     Examples
     --------
     >>> import numpy as np
-    >>> from dpgmm_ppl.fit import Fit
+    >>> from dpgmm_ppl import Fit
     >>> from dpgmm_ppl.priors import Priors
     >>> samples = {"alpha": np.ones((1, 1)), "weights": np.ones((1, 1, 1)),
     ...            "loc": np.zeros((1, 1, 1)), "scale": np.ones((1, 1, 1))}
@@ -281,7 +284,7 @@ def diagnostic_draws(fit):
 
 def _rhat_and_ess(values):
     """ArviZ's rank R-hat and bulk ESS of ``(chain, draw)`` values; ``None`` when undefined."""
-    from dpgmm_ppl._arviz import arviz
+    from dpgmm_ppl._arviz_compat import arviz
 
     num_chains, num_draws = values.shape
     if num_draws < _MIN_DRAWS:
@@ -298,7 +301,7 @@ def _rhat_and_ess(values):
     return rhat, ess
 
 
-def diagnose(fit):
+def diagnose(fit: Fit) -> Diagnostics:
     """Divergences, R-hat and bulk ESS of a fit's label-invariant quantities.
 
     Parameters
@@ -315,7 +318,7 @@ def diagnose(fit):
     Examples
     --------
     >>> import numpy as np
-    >>> from dpgmm_ppl.fit import Fit
+    >>> from dpgmm_ppl import Fit
     >>> from dpgmm_ppl.priors import Priors
     >>> rng = np.random.default_rng(0)
     >>> alpha = rng.gamma(2.0, size=(2, 400))
@@ -327,7 +330,7 @@ def diagnose(fit):
     >>> result.divergences, result.max_rhat > 1.5, result.problems[0].startswith("R-hat of alpha")
     (0, True, True)
     """
-    from dpgmm_ppl.fit import Fit
+    from dpgmm_ppl.result import Fit
 
     if not isinstance(fit, Fit):
         raise TypeError(f"fit must be a dpgmm_ppl.Fit, got {type(fit).__name__}")

@@ -10,8 +10,14 @@ restarts.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+if TYPE_CHECKING:
+    from dpgmm_ppl.priors import Priors
 
 __all__ = ["kmeanspp_init"]
 
@@ -73,7 +79,14 @@ def _kmeanspp_centers(rng_key, points, num_components, num_valid, valid, row_cou
     return centers
 
 
-def kmeanspp_init(rng_key, data, num_components, priors, num_data=None, row_counts=None):
+def kmeanspp_init(
+    rng_key: jax.Array,
+    data: jax.Array | np.ndarray,
+    num_components: int,
+    priors: Priors,
+    num_data: int | jax.Array | None = None,
+    row_counts: jax.Array | None = None,
+) -> dict[str, jax.Array]:
     """Constrained starting values of every latent site, seeded by k-means++.
 
     Parameters
@@ -115,6 +128,7 @@ def kmeanspp_init(rng_key, data, num_components, priors, num_data=None, row_coun
     """
     points = data[:, None] if data.ndim == 1 else data
     num_rows = points.shape[0]
+    num_valid: int | jax.Array
     if row_counts is not None:
         num_valid = jnp.sum(row_counts)
         valid = _block_layout(num_rows, row_counts)[1]

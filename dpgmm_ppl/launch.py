@@ -34,13 +34,20 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping, Sequence
 
 __all__ = ["initialize", "launch", "main"]
 
 from dpgmm_ppl._distributed import (
     COORDINATOR_VARIABLE as _COORDINATOR,
+)
+from dpgmm_ppl._distributed import (
     NUM_PROCESSES_VARIABLE as _NUM_PROCESSES,
+)
+from dpgmm_ppl._distributed import (
     PROCESS_ID_VARIABLE as _PROCESS_ID,
+)
+from dpgmm_ppl._distributed import (
     initialize_distributed as initialize,
 )
 
@@ -51,7 +58,14 @@ def _free_port():
         return sock.getsockname()[1]
 
 
-def process_environment(process_id, *, num_processes, devices_per_process, port, environ=None):
+def process_environment(
+    process_id: int,
+    *,
+    num_processes: int,
+    devices_per_process: int,
+    port: int,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     """The environment of process ``process_id`` (see the module notes)."""
     env = dict(os.environ if environ is None else environ)
     flags = [f for f in env.get("XLA_FLAGS", "").split()
@@ -74,7 +88,14 @@ def _relay(stream, prefix, out):
     stream.close()
 
 
-def launch(command, *, num_processes=2, devices_per_process=1, port=None, timeout=None):
+def launch(
+    command: Sequence[str],
+    *,
+    num_processes: int = 2,
+    devices_per_process: int = 1,
+    port: int | None = None,
+    timeout: float | None = None,
+) -> int:
     """Run ``command`` in ``num_processes`` processes on localhost; the first non-zero status.
 
     Parameters
@@ -141,7 +162,7 @@ def _wait(processes, timeout):
     return status
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m dpgmm_ppl.launch",
         description="Run a command in several JAX processes on this machine "

@@ -3,31 +3,44 @@
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 from numpyro import handlers
 
+from dpgmm_ppl.covariance import (
+    COVARIANCE_STRUCTURES,
+    check_fixed_scale,
+    covariance_structure,
+    structure_for,
+)
 from dpgmm_ppl.distributions import GaussianMixture, StickBreakingWeights
 from dpgmm_ppl.priors import Priors
 
+if TYPE_CHECKING:
+    from jax.typing import ArrayLike
+
+    from dpgmm_ppl.covariance import CovarianceStructure
+
 __all__ = ["COVARIANCE_TYPES", "dpgmm"]
 
-#: Covariance structures of the components (the ``covariance`` argument).
-COVARIANCE_TYPES = ("diag", "spherical", "full")
+#: Covariance structures of the components (the ``covariance`` argument), the
+#: names of :data:`dpgmm_ppl.covariance.COVARIANCE_STRUCTURES`.
+COVARIANCE_TYPES = tuple(COVARIANCE_STRUCTURES)
 
 
 def dpgmm(
-    data=None,
+    data: ArrayLike | None = None,
     *,
-    num_components=25,
-    priors=None,
-    covariance="diag",
-    num_data=None,
-    dim=None,
-    mask=None,
-):
+    num_components: int = 25,
+    priors: Priors | None = None,
+    covariance: str | CovarianceStructure = "diag",
+    num_data: int | None = None,
+    dim: int | None = None,
+    mask: ArrayLike | None = None,
+) -> None:
     r"""Dirichlet-process Gaussian mixture, truncated at ``num_components``.
 
     .. math::
@@ -106,8 +119,7 @@ def dpgmm(
     priors = Priors() if priors is None else priors
     if not isinstance(priors, Priors):
         raise TypeError(f"priors must be a dpgmm_ppl.Priors, got {type(priors).__name__}")
-    if covariance not in COVARIANCE_TYPES:
-        raise ValueError(f"covariance must be one of {COVARIANCE_TYPES}, got {covariance!r}")
+    structure = covariance_structure(covariance)
     likelihood_scale = None
     if data is not None:
         data = jnp.asarray(data)
@@ -127,48 +139,21 @@ def dpgmm(
         reference = data if data is not None else jnp.stack([-unit, unit])
         priors = priors.resolve(reference)
     num_dims = len(event_shape)
-    if num_dims == 0:
-        covariance = "diag"  # one scale per component: the three structures coincide
-    if priors.fixed_scale is not None and covariance != "diag":
-        raise ValueError(f"Priors.fixed_scale needs covariance='diag', got {covariance!r}")
+    structure = structure_for(structure, num_dims)
+    check_fixed_scale(structure, priors)
 
     alpha = numpyro.sample("alpha", dist.Gamma(priors.alpha_shape, priors.alpha_rate))
     weights = numpyro.sample("weights", StickBreakingWeights(alpha, num_components))
-    scale_shape = () if covariance == "spherical" else event_shape
-    scale_rate = jnp.mean(priors.scale_rate) if covariance == "spherical" else priors.scale_rate
-    with numpyro.plate("component", num_components):
+    components = numpyro.plate("component", num_components)
+    with components:
         loc_prior = dist.Normal(priors.loc_mean, priors.loc_scale)
-        scale_prior = dist.InverseGamma(priors.scale_shape, scale_rate)
         loc = numpyro.sample("loc", loc_prior.expand(event_shape).to_event(num_dims))
-        if priors.fixed_scale is None:
-            scale = numpyro.sample(
-                "scale", scale_prior.expand(scale_shape).to_event(len(scale_shape))
-            )
-        if covariance == "full" and event_shape[0] > 1:
-            concentration = priors.lkj_concentration(event_shape[0])
-            corr_cholesky = numpyro.sample(
-                "corr_cholesky", dist.LKJCholesky(event_shape[0], concentration)
-            )
-    if priors.fixed_scale is not None:
-        fixed = jnp.asarray(priors.fixed_scale, dtype=jnp.result_type(float))
-        scale = numpyro.deterministic(
-            "scale", jnp.broadcast_to(fixed, (num_components,) + event_shape)
-        )
+    spread = structure.sample(priors, event_shape, components)
     # The likelihood's quadratic forms are evaluated on data centred and scaled
     # by the location prior, so float32 keeps its digits whatever the data's
     # offset and units; the density itself is in data units.
     frame = {"center": priors.loc_mean, "unit": priors.loc_scale}
-    if covariance == "full":
-        if event_shape[0] > 1:
-            scale_tril = scale[..., None] * corr_cholesky
-        else:
-            scale_tril = scale[..., None]
-        scale_tril = numpyro.deterministic("scale_tril", scale_tril)
-        likelihood = GaussianMixture(weights, loc, scale_tril=scale_tril, **frame)
-    elif covariance == "spherical":
-        likelihood = GaussianMixture(weights, loc, scale[..., None], **frame)
-    else:
-        likelihood = GaussianMixture(weights, loc, scale, **frame)
+    likelihood = GaussianMixture(weights, loc, **spread, **frame)
     observe = functools.partial(numpyro.sample, "obs", likelihood, obs=data)
     if mask is not None:
         observe = handlers.mask(observe, mask=mask)

@@ -3,7 +3,7 @@
 A fit is written as its ArviZ groups (``posterior``, ``sample_stats``,
 ``log_likelihood``, ``observed_data`` and, for optimisers, ``optimization``)
 plus attributes recording the package version, backend, key, options and
-priors, so that :func:`load` rebuilds the same :class:`~dpgmm_ppl.fit.Fit`.
+priors, so that :func:`load` rebuilds the same :class:`~dpgmm_ppl.Fit`.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
-from dpgmm_ppl._arviz import read_groups, write_netcdf
+from dpgmm_ppl._arviz_compat import read_groups, write_netcdf
 from dpgmm_ppl.arviz_io import FORMAT_VERSION, PERMUTATION_STAT
-from dpgmm_ppl.fit import Fit
 from dpgmm_ppl.priors import Priors
+from dpgmm_ppl.result import Fit
 
 __all__ = ["atomic_output", "load", "save"]
 
@@ -30,7 +31,7 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
-def _check_target(path):
+def _check_target(path: str | os.PathLike[str]) -> Path:
     """``path`` as a Path whose directory exists, or a clear error."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
@@ -45,7 +46,7 @@ def _check_target(path):
 
 
 @contextlib.contextmanager
-def atomic_output(path):
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Write a file all at once: yield a temporary path beside ``path``, then rename it.
 
     The caller writes the whole file to the yielded path. When the block
@@ -95,7 +96,7 @@ def atomic_output(path):
             os.remove(temporary)
 
 
-def save(fit, path):
+def save(fit: Fit, path: str | os.PathLike[str]) -> Path:
     """Write ``fit`` to ``path`` (netCDF), atomically: a temporary file, then a rename.
 
     An interrupted or failed write leaves no partial file, and no temporary
@@ -159,8 +160,8 @@ def _data_from(groups, attrs):
     return spread_rows(json.loads(attrs["data_shape"]), attrs.get("data_dtype", "float32"))
 
 
-def load(path) -> Fit:
-    """Read a fit written by :meth:`Fit.save <dpgmm_ppl.fit.Fit.save>`.
+def load(path: str | os.PathLike[str]) -> Fit:
+    """Read a fit written by :meth:`Fit.save <dpgmm_ppl.Fit.save>`.
 
     Raises
     ------
@@ -217,6 +218,8 @@ def load(path) -> Fit:
         permutations=None if permutations is None else permutations.astype(np.int64),
         # Files written before the names were kept have none.
         names=_names_from(attrs.get("names", "null")),
+        # Files written before the kind was kept: the registered backend's.
+        kind=attrs.get("backend_kind"),
     )
 
 

@@ -4,7 +4,7 @@ Each replicate is a data set of the observed data's shape drawn from one
 draw's mixture (a component by its weight, then a point from it), as
 NumPyro's :class:`~numpyro.infer.Predictive` draws the ``obs`` site of the
 model. :meth:`Fit.to_arviz(posterior_predictive=True)
-<dpgmm_ppl.fit.Fit.to_arviz>` puts them in ArviZ's ``posterior_predictive``
+<dpgmm_ppl.Fit.to_arviz>` puts them in ArviZ's ``posterior_predictive``
 group beside ``observed_data``, for posterior predictive checks
 (``az.plot_ppc`` on ArviZ 0.x, ``az.plot_ppc_dist`` on 1.x).
 """
@@ -12,11 +12,15 @@ group beside ``observed_data``, for posterior predictive checks
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import jax
 import numpy as np
 
 from dpgmm_ppl._validation import check_positive_int, check_rng_key
+
+if TYPE_CHECKING:
+    from dpgmm_ppl.result import Fit
 
 __all__ = ["OBSERVED_SITE", "draw_indices", "posterior_predictive"]
 
@@ -29,7 +33,7 @@ _DRAW_BATCH = 64
 @functools.partial(jax.jit, static_argnums=(4,))
 def _replicates(keys, weights, loc, spread, num_points):
     """One data set of ``num_points`` points per stacked draw: ``(S, num_points, ...)``."""
-    from dpgmm_ppl.fit import mixture_from_parameters
+    from dpgmm_ppl.mixtures import mixture_from_parameters
 
     def one(args):
         key, *params = args
@@ -38,7 +42,7 @@ def _replicates(keys, weights, loc, spread, num_points):
     return jax.lax.map(one, (keys, weights, loc, spread), batch_size=_DRAW_BATCH)
 
 
-def draw_indices(num_draws, num_samples):
+def draw_indices(num_draws: int, num_samples: int) -> np.ndarray:
     """Which draw of a chain each of ``num_samples`` replicates comes from.
 
     Evenly spread over the draws when there are fewer replicates than draws,
@@ -52,7 +56,9 @@ def draw_indices(num_draws, num_samples):
     return (np.arange(num_samples) * num_draws) // num_samples
 
 
-def posterior_predictive(fit, rng_key=0, *, num_samples=None):
+def posterior_predictive(
+    fit: Fit, rng_key: jax.Array | int = 0, *, num_samples: int | None = None
+) -> dict[str, np.ndarray]:
     """Replicated data sets of the observed data's shape, one per draw.
 
     Parameters
@@ -77,7 +83,7 @@ def posterior_predictive(fit, rng_key=0, *, num_samples=None):
     Examples
     --------
     >>> import numpy as np
-    >>> from dpgmm_ppl.fit import Fit
+    >>> from dpgmm_ppl import Fit
     >>> from dpgmm_ppl.priors import Priors
     >>> samples = {"alpha": np.ones((2, 1)), "weights": np.ones((2, 1, 1)),
     ...            "loc": np.full((2, 1, 1), 5.0), "scale": np.full((2, 1, 1), 1e-3)}
@@ -86,7 +92,8 @@ def posterior_predictive(fit, rng_key=0, *, num_samples=None):
     >>> replicates.shape, bool(np.all(np.abs(replicates - 5.0) < 0.01))
     ((2, 3, 4), True)
     """
-    from dpgmm_ppl.fit import Fit, _flat_parameters
+    from dpgmm_ppl.mixtures import _flat_parameters
+    from dpgmm_ppl.result import Fit
 
     if not isinstance(fit, Fit):
         raise TypeError(f"fit must be a dpgmm_ppl.Fit, got {type(fit).__name__}")

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from dpgmm_ppl.sharding import ProcessRows
 
 __all__ = ["Priors"]
 
@@ -58,7 +62,7 @@ def _spread_or_fallback(mean, std, xp=np):
     return xp.where(std > 0, std, xp.where(xp.abs(mean) > 0, xp.abs(mean), 1.0))
 
 
-def data_center_and_spread(data):
+def data_center_and_spread(data: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """The mean and standard deviation of the data's columns, in float64.
 
     A constant column has no spread: its magnitude stands in, then 1. The
@@ -137,7 +141,7 @@ class Priors:
     fixed_scale: Any = None
     corr_concentration: Any = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in _SCALAR_FIELDS + _OPTIONAL_SCALAR_FIELDS:
             value = getattr(self, name)
             if value is None and name in _OPTIONAL_SCALAR_FIELDS:
@@ -173,7 +177,7 @@ class Priors:
         """Whether every data-dependent field has a value."""
         return all(getattr(self, name) is not None for name in _DATA_FIELDS)
 
-    def resolve(self, data) -> "Priors":
+    def resolve(self, data: npt.ArrayLike | ProcessRows) -> Priors:
         """Fill the fields left as ``None`` from the data.
 
         Parameters

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
+from jax.typing import ArrayLike
 from numpyro.distributions import constraints
 from numpyro.infer.reparam import Reparam
 
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 
-def exponentials_from_weights(weights, concentration):
+def exponentials_from_weights(weights: ArrayLike, concentration: ArrayLike) -> jax.Array:
     r"""The :math:`e_k = -\alpha \log(1 - v_k)` of simplex weights.
 
     ``1 - v_k`` is the ratio of the stick remaining after component ``k`` to
@@ -75,7 +76,11 @@ def exponentials_from_weights(weights, concentration):
     return -jnp.asarray(concentration)[..., None] * log1m_sticks
 
 
-def log_weights_from_coordinates(concentration, logits=None, exponentials=None):
+def log_weights_from_coordinates(
+    concentration: ArrayLike,
+    logits: jax.Array | None = None,
+    exponentials: jax.Array | None = None,
+) -> jax.Array:
     r"""Log weights from a position's stick coordinates, in log space throughout.
 
     Parameters
@@ -112,7 +117,9 @@ def log_weights_from_coordinates(concentration, logits=None, exponentials=None):
     return log_stick_breaking(jnp.concatenate(log_sticks, -1), jnp.concatenate(log1m_sticks, -1))
 
 
-def coordinates_from_log_weights(log_weights, concentration, num_centered):
+def coordinates_from_log_weights(
+    log_weights: ArrayLike, concentration: ArrayLike, num_centered: int
+) -> tuple[jax.Array, jax.Array]:
     r"""The inverse of :func:`log_weights_from_coordinates`: ``(logits, exponentials)``.
 
     Computed from the log weights (reverse cumulative log-sum-exps), so that
@@ -167,17 +174,17 @@ class StickLogit(dist.Distribution):
     arg_constraints = {"concentration": constraints.positive}
     support = constraints.real
 
-    def __init__(self, concentration, *, validate_args=None):
+    def __init__(self, concentration: ArrayLike, *, validate_args: bool | None = None) -> None:
         self.concentration = jnp.asarray(concentration)
         super().__init__(jnp.shape(self.concentration), validate_args=validate_args)
 
-    def sample(self, key, sample_shape=()):
+    def sample(self, key: jax.Array, sample_shape: tuple[int, ...] = ()) -> jax.Array:
         # log(1 - v) = -e / alpha with e ~ Exponential(1), as in the non-centred chart.
         exponentials = jax.random.exponential(key, sample_shape + self.batch_shape)
         log1m = -exponentials / self.concentration
         return jnp.log(-jnp.expm1(log1m)) - log1m
 
-    def log_prob(self, value):
+    def log_prob(self, value: jax.Array) -> jax.Array:
         alpha = self.concentration
         return jnp.log(alpha) + jax.nn.log_sigmoid(value) + alpha * jax.nn.log_sigmoid(-value)
 
@@ -220,14 +227,16 @@ class NonCenteredStickBreaking(Reparam):
     ((1,), (1,))
     """
 
-    def __init__(self, num_centered=0):
+    def __init__(self, num_centered: int = 0) -> None:
         if isinstance(num_centered, bool) or not isinstance(num_centered, int) or num_centered < 0:
             raise ValueError(
                 f"num_centered must be a non-negative int, got {num_centered!r}"
             )
         self.num_centered = num_centered
 
-    def __call__(self, name, fn, obs):
+    def __call__(
+        self, name: str, fn: dist.Distribution, obs: ArrayLike | None
+    ) -> tuple[None, jax.Array]:
         if obs is not None:
             raise ValueError(
                 f"NonCenteredStickBreaking reparameterises latent sites only; "

@@ -43,10 +43,12 @@ JAX is imported) makes four devices to try it with:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple, TypeGuard
 
 import jax
 import numpy as np
+import numpy.typing as npt
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 __all__ = ["DATA_AXIS", "SpreadRows", "data_mesh", "process_local_data", "shard_data"]
@@ -55,7 +57,7 @@ __all__ = ["DATA_AXIS", "SpreadRows", "data_mesh", "process_local_data", "shard_
 DATA_AXIS = "data"
 
 
-def data_mesh(devices=None) -> Mesh:
+def data_mesh(devices: Iterable[jax.Device] | None = None) -> Mesh:
     """A one-axis mesh named ``"data"`` over ``devices`` (default: all of them).
 
     Parameters
@@ -74,7 +76,7 @@ def data_mesh(devices=None) -> Mesh:
     return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
-def check_mesh(mesh):
+def check_mesh(mesh: object) -> Mesh:
     """``mesh`` must be a :class:`jax.sharding.Mesh` with a ``"data"`` axis."""
     if not isinstance(mesh, Mesh):
         raise TypeError(
@@ -89,11 +91,11 @@ def check_mesh(mesh):
     return mesh
 
 
-def _row_spec(ndim):
+def _row_spec(ndim: int) -> PartitionSpec:
     return PartitionSpec(DATA_AXIS, *([None] * (ndim - 1)))
 
 
-def shard_data(data, mesh):
+def shard_data(data: npt.ArrayLike, mesh: Mesh) -> tuple[jax.Array, int]:
     """Place ``data`` on ``mesh``, rows split along its ``"data"`` axis.
 
     Parameters
@@ -128,24 +130,24 @@ class SpreadRows(np.ndarray):
     (a broadcast view of one NaN). Made by :func:`spread_rows`."""
 
 
-def spread_rows(shape, dtype) -> SpreadRows:
+def spread_rows(shape: Sequence[int], dtype: npt.DTypeLike) -> SpreadRows:
     """A :class:`SpreadRows` of ``shape`` and ``dtype``."""
     return np.broadcast_to(np.array(np.nan, dtype), tuple(shape)).view(SpreadRows)
 
 
-def holds_rows(data) -> bool:
+def holds_rows(data: object) -> bool:
     """Whether this process holds every row of ``data`` (not a :class:`SpreadRows`
     or a global array spread over processes)."""
     return not (isinstance(data, SpreadRows) or is_multiprocess_array(data))
 
 
-def spans_processes(mesh) -> bool:
+def spans_processes(mesh: Mesh) -> bool:
     """Whether ``mesh`` holds devices of other processes than this one."""
     me = jax.process_index()
     return any(device.process_index != me for device in mesh.devices.flat)
 
 
-def is_multiprocess_array(data) -> bool:
+def is_multiprocess_array(data: object) -> TypeGuard[jax.Array]:
     """Whether ``data`` is a :class:`jax.Array` with rows on other processes' devices."""
     return isinstance(data, jax.Array) and not data.is_fully_addressable
 
@@ -184,7 +186,7 @@ def _block_layout(mesh, name):
     return first, count
 
 
-def process_local_data(rows, mesh):
+def process_local_data(rows: npt.ArrayLike, mesh: Mesh) -> jax.Array:
     """One global array of the rows that every process holds, for :func:`dpgmm_ppl.fit`.
 
     Every process calls it with its own rows and the same ``mesh``; the
@@ -236,21 +238,23 @@ def process_local_data(rows, mesh):
             "rows must be this process's own rows (a NumPy or local array), got a global "
             f"jax.Array of shape {rows.shape} spread over processes"
         )
-    rows = check_data(rows, name="rows", min_points=1, dtype=jax.numpy.result_type(float))
+    own: np.ndarray = check_data(
+        rows, name="rows", min_points=1, dtype=jax.numpy.result_type(float)
+    )
     _, slots = _block_layout(mesh, "mesh")
-    shapes = _allgather(np.array([rows.shape[0], rows.ndim] + list(rows.shape[1:2]), np.int64)
-                        if rows.ndim == 2 else np.array([rows.shape[0], 1, 0], np.int64))
+    shapes = _allgather(np.array([own.shape[0], own.ndim] + list(own.shape[1:2]), np.int64)
+                        if own.ndim == 2 else np.array([own.shape[0], 1, 0], np.int64))
     if np.any(shapes[:, 1:] != shapes[0, 1:]):
         raise ValueError(
             "rows must have the same event shape in every process, got (rows, ndim, "
             f"columns) per process {shapes.tolist()}"
         )
     block = -(-int(shapes[:, 0].max()) // slots) * slots
-    padded = np.full((block,) + rows.shape[1:], np.nan, rows.dtype)
-    padded[: rows.shape[0]] = rows
+    padded = np.full((block,) + own.shape[1:], np.nan, own.dtype)
+    padded[: own.shape[0]] = own
     num_blocks = mesh.shape[DATA_AXIS] // slots
     return jax.make_array_from_process_local_data(
-        NamedSharding(mesh, _row_spec(rows.ndim)), padded, (num_blocks * block,) + rows.shape[1:]
+        NamedSharding(mesh, _row_spec(own.ndim)), padded, (num_blocks * block,) + own.shape[1:]
     )
 
 
@@ -276,7 +280,7 @@ class ProcessRows(NamedTuple):
     """
 
     rows: np.ndarray
-    row_counts: tuple
+    row_counts: tuple[int, ...]
     block: int
     block_rows: int
     mesh: Mesh
@@ -292,22 +296,22 @@ class ProcessRows(NamedTuple):
         return int(sum(self.row_counts[: self.block]))
 
     @property
-    def shape(self):
+    def shape(self) -> tuple[int, ...]:
         """The shape of the whole data set (real rows only)."""
         return (self.num_data,) + self.rows.shape[1:]
 
     @property
-    def ndim(self):
+    def ndim(self) -> int:
         return self.rows.ndim
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype:
         return self.rows.dtype
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self.num_data
 
-    def mean_and_std(self, block_rows=1 << 20):
+    def mean_and_std(self, block_rows: int = 1 << 20) -> tuple[np.ndarray, np.ndarray]:
         """The columns' mean and standard deviation over every process's rows, in float64.
 
         The same two passes as on one host (the mean, then the squared
@@ -321,7 +325,7 @@ class ProcessRows(NamedTuple):
             squares = squares + np.sum(deviation * deviation, axis=0)
         return mean, np.sqrt(_allgather(squares).sum(axis=0) / self.num_data)
 
-    def strided_rows(self, max_rows):
+    def strided_rows(self, max_rows: int) -> np.ndarray:
         """Every ``max(1, N // max_rows)``-th row of the whole data set, gathered in order.
 
         The rows the one-host code takes with ``data[::stride]``: at most
@@ -337,7 +341,7 @@ class ProcessRows(NamedTuple):
         order = np.argsort(_allgather(np.int64(self.block)))
         return np.concatenate([gathered[i][: counts[i]] for i in order])
 
-    def to_global(self, local, block_rows):
+    def to_global(self, local: np.ndarray, block_rows: int) -> jax.Array:
         """A global array, sharded like the data, of this process's ``block_rows`` rows ``local``."""
         num_blocks = len(self.row_counts)
         shape = (num_blocks * block_rows,) + local.shape[1:]
@@ -345,7 +349,9 @@ class ProcessRows(NamedTuple):
         return jax.make_array_from_process_local_data(sharding, local, shape)
 
 
-def process_rows(data, mesh=None, *, name="data") -> ProcessRows:
+def process_rows(
+    data: jax.Array, mesh: Mesh | None = None, *, name: str = "data"
+) -> ProcessRows:
     """This process's rows of the global array ``data``, checked (see :class:`ProcessRows`).
 
     Raises ``TypeError`` or ``ValueError``, the same in every process, when
@@ -360,7 +366,7 @@ def process_rows(data, mesh=None, *, name="data") -> ProcessRows:
             "(dpgmm_ppl.sharding.process_local_data makes one), "
             f"got {type(sharding).__name__}"
         )
-    check_mesh(sharding.mesh)
+    array_mesh = check_mesh(sharding.mesh)
     spec = tuple(sharding.spec) + (None,) * (data.ndim - len(sharding.spec))
     if data.ndim not in (1, 2) or spec[0] not in (DATA_AXIS, (DATA_AXIS,)) \
             or any(part is not None for part in spec[1:]):
@@ -369,17 +375,17 @@ def process_rows(data, mesh=None, *, name="data") -> ProcessRows:
             f"{DATA_AXIS!r} axis, PartitionSpec({DATA_AXIS!r}, None); got shape "
             f"{data.shape} and {sharding.spec}"
         )
-    if mesh is not None and check_mesh(mesh) != sharding.mesh:
+    if mesh is not None and check_mesh(mesh) != array_mesh:
         raise ValueError(
             f"mesh must be the mesh of {name} when {name} is a global array; got "
-            f"{dict(mesh.shape)} over other devices than {name}'s {dict(sharding.mesh.shape)}"
+            f"{dict(mesh.shape)} over other devices than {name}'s {dict(array_mesh.shape)}"
         )
     if data.dtype.kind not in "iuf":
         raise TypeError(f"{name} must hold real numbers, got dtype {data.dtype}")
-    first, slots = _block_layout(sharding.mesh, name)
-    num_blocks = sharding.mesh.shape[DATA_AXIS] // slots
+    first, slots = _block_layout(array_mesh, name)
+    num_blocks = array_mesh.shape[DATA_AXIS] // slots
     block_rows = data.shape[0] // num_blocks
-    shards = {}
+    shards: dict[int, jax.Shard] = {}
     for shard in data.addressable_shards:
         shards.setdefault(shard.index[0].start or 0, shard)
     parts = [np.asarray(shards[start].data) for start in sorted(shards)]
@@ -408,5 +414,5 @@ def process_rows(data, mesh=None, *, name="data") -> ProcessRows:
         row_counts=tuple(int(reports[i, 1]) for i in order),
         block=int(first // slots),
         block_rows=block_rows,
-        mesh=sharding.mesh,
+        mesh=array_mesh,
     )

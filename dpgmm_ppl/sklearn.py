@@ -14,8 +14,8 @@ imports it, ``import dpgmm_ppl`` does not.
 from __future__ import annotations
 
 import dataclasses
-import math
 import numbers
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,35 +33,25 @@ try:  # scikit-learn >= 1.6
 except ImportError:  # pragma: no cover - older scikit-learn
     _sklearn_validate_data = None
 
+from dpgmm_ppl._estimator import (
+    CONVERGENCE_TOL,
+    SUPPORTED_COVARIANCE_TYPES,
+    fit_arguments,
+    point_estimates,
+    tail_converged,
+)
 from dpgmm_ppl._validation import check_positive_int
 from dpgmm_ppl.api import fit as _fit_dpgmm
-from dpgmm_ppl.fit import covariance_matrices
-from dpgmm_ppl.infer import BACKENDS
-from dpgmm_ppl.priors import Priors
 
-__all__ = ["CONVERGENCE_TOL", "DirichletProcessGMM"]
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
-#: Tolerance of the convergence rule of the optimising backends (see ``converged_``).
-CONVERGENCE_TOL = 1e-3
+    from dpgmm_ppl.priors import Priors
 
-#: Covariance structures of :class:`DirichletProcessGMM` (scikit-learn's names;
-#: ``"tied"`` has no counterpart in the DP-GMM).
-SUPPORTED_COVARIANCE_TYPES = ("diag", "full", "spherical")
-
-#: Arguments of :func:`dpgmm_ppl.fit` that the estimator sets from its own
-#: parameters; they may not appear in ``backend_options``.
-_RESERVED_OPTIONS = {
-    "data": "X",
-    "backend": "backend",
-    "rng_key": "random_state",
-    "num_components": "n_components",
-    "num_chains": "n_chains",
-    "priors": "priors",
-    "covariance": "covariance_type",
-}
+__all__ = ["CONVERGENCE_TOL", "SUPPORTED_COVARIANCE_TYPES", "DirichletProcessGMM"]
 
 
-def _validate_X(estimator, X, *, reset):
+def _validate_X(estimator: BaseEstimator, X: ArrayLike, *, reset: bool) -> np.ndarray:
     """``X`` checked by scikit-learn: a finite 2-D float array, two rows or more to fit."""
     options = dict(
         reset=reset,
@@ -71,29 +61,6 @@ def _validate_X(estimator, X, *, reset):
     if _sklearn_validate_data is not None:
         return _sklearn_validate_data(estimator, X, **options)
     return estimator._validate_data(X, **options)  # pragma: no cover - older scikit-learn
-
-
-def _tail_converged(losses, num_points, tol=CONVERGENCE_TOL):
-    """The convergence rule of ``converged_`` for one chain's losses.
-
-    The last 10% of the steps (ten at least, or all of them) are split into
-    an earlier and a later half. Converged: every loss is finite, and the
-    mean loss of the later half differs from that of the earlier half by at most
-    ``tol * max(|later mean|, num_points)`` plus three standard errors of
-    that difference. The noise level behind the standard error is taken from
-    the step-to-step differences of the loss, which a smooth descent keeps
-    near zero and SVI's Monte-Carlo estimates of the ELBO do not.
-    """
-    losses = np.asarray(losses, dtype=np.float64)
-    if losses.size < 2 or not np.all(np.isfinite(losses)):
-        return False
-    window = losses[-min(losses.size, max(10, math.ceil(0.1 * losses.size))) :]
-    half = window.size // 2
-    earlier, later = window[:half], window[window.size - half :]
-    noise = np.std(np.diff(window)) / np.sqrt(2.0) if window.size > 2 else 0.0
-    allowance = 3.0 * noise * np.sqrt(2.0 / half)
-    change = abs(later.mean() - earlier.mean())
-    return bool(change <= tol * max(abs(later.mean()), num_points) + allowance)
 
 
 class DirichletProcessGMM(DensityMixin, BaseEstimator):
@@ -216,16 +183,16 @@ class DirichletProcessGMM(DensityMixin, BaseEstimator):
 
     def __init__(
         self,
-        n_components=25,
+        n_components: int = 25,
         *,
-        covariance_type="diag",
-        backend="map",
-        n_chains=1,
-        max_iter=None,
-        random_state=None,
-        priors=None,
-        backend_options=None,
-    ):
+        covariance_type: str = "diag",
+        backend: str = "map",
+        n_chains: int = 1,
+        max_iter: int | None = None,
+        random_state: int | np.random.RandomState | None = None,
+        priors: Priors | None = None,
+        backend_options: dict[str, Any] | None = None,
+    ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.backend = backend
@@ -237,70 +204,11 @@ class DirichletProcessGMM(DensityMixin, BaseEstimator):
 
     # -- parameters --------------------------------------------------------
 
-    def _checked_options(self):
-        """The keyword options for :func:`dpgmm_ppl.fit`, every parameter checked."""
-        n_components = check_positive_int("n_components", self.n_components)
-        n_chains = check_positive_int("n_chains", self.n_chains)
-        if not isinstance(self.covariance_type, str) or (
-            self.covariance_type not in SUPPORTED_COVARIANCE_TYPES
-        ):
-            raise ValueError(
-                f"covariance_type must be one of {list(SUPPORTED_COVARIANCE_TYPES)}, "
-                f"got {self.covariance_type!r}"
-            )
-        if not isinstance(self.backend, str) or self.backend not in BACKENDS:
-            raise ValueError(
-                f"backend must be one of {sorted(BACKENDS)}, got {self.backend!r}"
-            )
-        if self.priors is not None and not isinstance(self.priors, Priors):
-            raise TypeError(
-                "priors must be a dpgmm_ppl.Priors or None, got "
-                f"{type(self.priors).__name__}"
-            )
-        if self.backend_options is None:
-            options = {}
-        elif isinstance(self.backend_options, dict):
-            options = dict(self.backend_options)
-        else:
-            raise TypeError(
-                "backend_options must be a dict or None, got "
-                f"{type(self.backend_options).__name__}"
-            )
-        reserved = sorted(set(options) & set(_RESERVED_OPTIONS))
-        if reserved:
-            raise ValueError(
-                f"backend_options may not contain {reserved}: set them through the "
-                f"estimator's parameter(s) {[_RESERVED_OPTIONS[k] for k in reserved]}"
-            )
-        accepted = BACKENDS[self.backend].defaults
-        unknown = sorted(set(options) - set(accepted))
-        if unknown:
-            raise TypeError(
-                f"backend_options has option(s) {unknown} that backend "
-                f"{self.backend!r} does not take; its options are {sorted(accepted)}"
-            )
-        if self.max_iter is not None:
-            max_iter = check_positive_int("max_iter", self.max_iter)
-            if "num_steps" not in accepted:
-                raise ValueError(
-                    f"max_iter applies to the optimising backends 'map' and 'svi', not "
-                    f"{self.backend!r}; give num_warmup and num_samples in "
-                    "backend_options instead"
-                )
-            if "num_steps" in options:
-                raise ValueError(
-                    "max_iter and backend_options['num_steps'] both set the number of "
-                    "steps; give only one"
-                )
-            options["num_steps"] = max_iter
-        return dict(
-            backend=self.backend,
-            num_components=n_components,
-            num_chains=n_chains,
-            priors=self.priors,
-            covariance=self.covariance_type,
-            **options,
-        )
+    def _fit_arguments(self):
+        """The keyword arguments for :func:`dpgmm_ppl.fit`, every parameter checked."""
+        params = self.get_params(deep=False)
+        params.pop("random_state")
+        return fit_arguments(**params)
 
     def _seed(self):
         """The fit's integer seed from ``random_state``."""
@@ -317,7 +225,7 @@ class DirichletProcessGMM(DensityMixin, BaseEstimator):
 
     # -- fitting -----------------------------------------------------------
 
-    def fit(self, X, y=None):
+    def fit(self, X: ArrayLike, y: object = None) -> DirichletProcessGMM:
         """Fit the DP-GMM to ``X``.
 
         Parameters
@@ -332,34 +240,23 @@ class DirichletProcessGMM(DensityMixin, BaseEstimator):
         self : DirichletProcessGMM
             The fitted estimator.
         """
-        options = self._checked_options()
-        X = _validate_X(self, X, reset=True)
-        result = _fit_dpgmm(X, rng_key=self._seed(), **options)
-        self._set_fitted_attributes(result, X.shape[0])
+        arguments = self._fit_arguments()
+        points = _validate_X(self, X, reset=True)
+        result = _fit_dpgmm(points, rng_key=self._seed(), **arguments)
+        self._set_fitted_attributes(result, points.shape[0])
         return self
 
     def _set_fitted_attributes(self, result, num_points):
         chain = result.best_chain
-        samples = {
-            name: np.asarray(value[chain], dtype=np.float64)
-            for name, value in result.samples.items()
-        }
-        weights = samples["weights"].mean(axis=0)
-        self.weights_ = weights / weights.sum()
-        self.means_ = samples["loc"].mean(axis=0)
-        covariances = covariance_matrices(samples).mean(axis=0)
-        if self.covariance_type == "diag":
-            covariances = np.diagonal(covariances, axis1=-2, axis2=-1).copy()
-        elif self.covariance_type == "spherical":
-            covariances = np.mean(np.diagonal(covariances, axis1=-2, axis2=-1), axis=-1)
-        self.covariances_ = covariances
+        self.weights_, self.means_, self.covariances_ = point_estimates(
+            result, self.covariance_type, chain)
         self.__dict__.pop("lower_bound_", None)
-        if result.backend == "nuts":
-            self.converged_ = not bool(np.any(result.sample_stats["diverging"]))
-            self.n_iter_ = int(result.options["num_warmup"] + result.options["num_samples"])
+        if result.is_mcmc:
+            self.converged_ = not bool(np.any(result.sample_stats.get("diverging", False)))
+            self.n_iter_ = int(result.options.get("num_warmup", 0) + result.num_draws)
         else:
             losses = result.losses[chain]
-            self.converged_ = _tail_converged(losses, num_points)
+            self.converged_ = tail_converged(losses, num_points)
             self.n_iter_ = int(losses.shape[0])
             # Minus the last value of the objective the fit minimised (MAP's
             # log density at its mode, SVI's negative ELBO), per point.
@@ -368,7 +265,7 @@ class DirichletProcessGMM(DensityMixin, BaseEstimator):
         self.fit_ = result if names is None else dataclasses.replace(
             result, names=tuple(str(name) for name in names))
 
-    def fit_predict(self, X, y=None):
+    def fit_predict(self, X: ArrayLike, y: object = None) -> np.ndarray:
         """Fit the model to ``X`` and return the component of each sample.
 
         Parameters
@@ -387,7 +284,7 @@ class DirichletProcessGMM(DensityMixin, BaseEstimator):
 
     # -- prediction --------------------------------------------------------
 
-    def _points(self, X):
+    def _points(self, X: ArrayLike) -> np.ndarray:
         check_is_fitted(self)
         return _validate_X(self, X, reset=False)
 
@@ -395,7 +292,7 @@ class DirichletProcessGMM(DensityMixin, BaseEstimator):
         """The chain whose labelling the point estimates and responsibilities use."""
         return self.fit_.best_chain
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Posterior probability of each component for each sample.
 
         Parameters
@@ -413,7 +310,7 @@ class DirichletProcessGMM(DensityMixin, BaseEstimator):
         proba = self.fit_.cluster_probabilities(X, chain=self._label_chain())
         return np.asarray(proba, dtype=np.float64)
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """The most probable component of each sample.
 
         Parameters
@@ -428,7 +325,7 @@ class DirichletProcessGMM(DensityMixin, BaseEstimator):
         """
         return np.argmax(self.predict_proba(X), axis=1)
 
-    def score_samples(self, X):
+    def score_samples(self, X: ArrayLike) -> np.ndarray:
         """Log predictive density of each sample.
 
         Parameters
@@ -446,7 +343,7 @@ class DirichletProcessGMM(DensityMixin, BaseEstimator):
         X = self._points(X)
         return np.asarray(self.fit_.log_predictive_density(X), dtype=np.float64)
 
-    def score(self, X, y=None):
+    def score(self, X: ArrayLike, y: object = None) -> float:
         """Mean log predictive density of the samples (higher is better).
 
         Parameters
@@ -463,7 +360,7 @@ class DirichletProcessGMM(DensityMixin, BaseEstimator):
         """
         return float(np.mean(self.score_samples(X)))
 
-    def sample(self, n_samples=1):
+    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Draw samples from the fitted mixture.
 
         Components are drawn with probabilities ``weights_``, then each

@@ -6,7 +6,7 @@ import pytest
 from scipy.special import logsumexp
 
 import dpgmm_ppl
-from dpgmm_ppl._arviz import arviz, is_datatree
+from dpgmm_ppl._arviz_compat import arviz, is_datatree
 from dpgmm_ppl.infer import BACKENDS
 
 SMALL_OPTIONS = {

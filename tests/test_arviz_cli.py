@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import dpgmm_ppl
-from dpgmm_ppl._arviz import arviz, is_datatree
+from dpgmm_ppl._arviz_compat import arviz, is_datatree
 from dpgmm_ppl.cli import main
 
 

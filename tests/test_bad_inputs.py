@@ -28,7 +28,7 @@ import xarray as xr
 import dpgmm_ppl
 from dpgmm_ppl import labels
 from dpgmm_ppl.cli import main
-from dpgmm_ppl.fit import Fit
+from dpgmm_ppl.result import Fit
 
 #: The float type fits run in: float32, or float64 under DPGMM_X64=1.
 WORKING_DTYPE = np.dtype(jnp.result_type(float))

@@ -17,7 +17,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jax
 import matplotlib.figure
 import numpy as np
 import pytest
@@ -25,7 +24,7 @@ import pytest
 import dpgmm_ppl
 from dpgmm_ppl import persistence
 from dpgmm_ppl.cli import QUICK_OPTIONS, main, read_table
-from dpgmm_ppl.fit import Fit
+from dpgmm_ppl.result import Fit
 
 TRUE_LOC_2D = np.array([[-3.0, 1.0], [3.0, -1.0]])
 #: A short MAP run of two restarts on ``two_clusters_1d(7)``. Without the progress bar (whose

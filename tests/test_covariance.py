@@ -18,9 +18,9 @@ from numpyro.infer.util import log_density
 from scipy import stats
 
 import dpgmm_ppl
-from dpgmm_ppl import GaussianMixture, Priors, build_log_density, dpgmm
-from dpgmm_ppl.fit import component_parameters, covariance_matrices
+from dpgmm_ppl import GaussianMixture, Priors, dpgmm
 from dpgmm_ppl.labels import apply_permutations, relabel
+from dpgmm_ppl.mixtures import component_parameters, covariance_matrices
 from dpgmm_ppl.plots import component_ellipses
 
 TRUE_LOC = np.array([[0.0, 0.0], [6.0, 1.0]])
@@ -298,7 +298,7 @@ def test_svi_full_recovers_the_correlations(clusters):
 
 @pytest.mark.slow
 def test_arviz_dims_and_save_load_round_trip(map_fits, tmp_path):
-    from dpgmm_ppl._arviz import is_datatree
+    from dpgmm_ppl._arviz_compat import is_datatree
 
     for covariance, fit in map_fits.items():
         data = fit.to_arviz()

@@ -7,8 +7,14 @@ import pytest
 from scipy import stats
 from scipy.special import logsumexp
 
-from dpgmm_ppl.datasets import Dataset, SeedMixture, galaxies, old_faithful, seed_mixture
-from dpgmm_ppl.datasets import _component_counts
+from dpgmm_ppl.datasets import (
+    Dataset,
+    SeedMixture,
+    _component_counts,
+    galaxies,
+    old_faithful,
+    seed_mixture,
+)
 
 COUNTS = [2000, 10000, 1000, 6000]
 

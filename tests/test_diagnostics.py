@@ -11,7 +11,7 @@ import pytest
 
 import dpgmm_ppl
 from dpgmm_ppl import Diagnostics
-from dpgmm_ppl._arviz import arviz
+from dpgmm_ppl._arviz_compat import arviz
 from dpgmm_ppl.cli import QUICK_OPTIONS, main
 from dpgmm_ppl.diagnostics import (
     MAX_RHAT,
@@ -20,7 +20,8 @@ from dpgmm_ppl.diagnostics import (
     diagnostic_draws,
     diagnostic_points,
 )
-from dpgmm_ppl.fit import Fit, mixture_log_density
+from dpgmm_ppl.mixtures import mixture_log_density
+from dpgmm_ppl.result import Fit
 from dpgmm_ppl.sharding import spread_rows
 
 #: The tiny NUTS run of the CLI test, which the direct fit repeats (one compiled program).

@@ -18,9 +18,8 @@ from scipy import stats
 
 import dpgmm_ppl
 from dpgmm_ppl import labels, plots
-from dpgmm_ppl.cli import main
-from dpgmm_ppl.cli import _figures
-from dpgmm_ppl.fit import Fit
+from dpgmm_ppl.cli import _figures, main
+from dpgmm_ppl.result import Fit
 
 #: Twelve components: eight above 1% weight, five of them at 5% or more.
 WEIGHTS = np.array([0.34, 0.25, 0.15, 0.09, 0.06, 0.04, 0.03, 0.02, 0.008, 0.006, 0.004, 0.002])

@@ -9,7 +9,7 @@ from scipy.special import logsumexp, softmax
 
 import dpgmm_ppl
 from dpgmm_ppl.cli import load_table, main
-from dpgmm_ppl.fit import Fit
+from dpgmm_ppl.result import Fit
 
 
 def hand_made_fit(backend="nuts"):

@@ -3,6 +3,7 @@
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from test_labels import make_fit, well_separated
 
 from dpgmm_ppl import labels
 from dpgmm_ppl.plots import (
@@ -11,8 +12,6 @@ from dpgmm_ppl.plots import (
     plot_num_clusters,
     plot_weights_against_posterior,
 )
-
-from test_labels import make_fit, well_separated
 
 
 @pytest.fixture(scope="module")

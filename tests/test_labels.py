@@ -10,8 +10,8 @@ from scipy.special import softmax
 
 import dpgmm_ppl
 from dpgmm_ppl import labels
-from dpgmm_ppl._arviz import is_datatree
-from dpgmm_ppl.fit import Fit
+from dpgmm_ppl._arviz_compat import is_datatree
+from dpgmm_ppl.result import Fit
 
 LOC = np.array([-5.0, 0.0, 5.0])
 SCALE = np.array([0.7, 0.5, 0.8])

@@ -12,8 +12,8 @@ from numpyro.infer.util import log_density
 import dpgmm_ppl
 from dpgmm_ppl.datasets import SeedMixture
 from dpgmm_ppl.density import build_log_density
-from dpgmm_ppl.fit import mixture_log_density
 from dpgmm_ppl.infer._minibatch import LP_ROWS
+from dpgmm_ppl.mixtures import mixture_log_density
 
 
 def _scipy_mixture_loglik(x, weights, loc, scale):

@@ -8,9 +8,8 @@ from numpyro.infer import Predictive
 from scipy import stats
 from scipy.special import expit, logsumexp
 
-from dpgmm_ppl._frame import UNITS_PER_SPREAD
-
 from dpgmm_ppl import Priors, build_log_density, dpgmm
+from dpgmm_ppl._frame import UNITS_PER_SPREAD
 
 
 def scipy_log_joint(values, data, priors):

@@ -194,8 +194,8 @@ def test_only_process_zero_writes_and_the_fit_needs_no_global_data(runs):
 
 
 def test_launcher_environment_and_bad_arguments():
-    from dpgmm_ppl.launch import launch, process_environment
     from dpgmm_ppl._distributed import initialize_distributed
+    from dpgmm_ppl.launch import launch, process_environment
 
     env = process_environment(1, num_processes=2, devices_per_process=3, port=1234,
                               environ={"XLA_FLAGS": "--xla_force_host_platform_device_count=8 -x"})

@@ -25,7 +25,7 @@ import pytest
 
 import dpgmm_ppl
 from dpgmm_ppl import datasets
-from dpgmm_ppl.fit import mixture_log_density
+from dpgmm_ppl.mixtures import mixture_log_density
 
 FULL = os.environ.get("DPGMM_FULL_SWEEP") == "1"
 NUM_KEYS = 20

@@ -248,8 +248,8 @@ def test_starting_inverse_mass_is_one_over_the_hessian_diagonal(two_clusters_fit
     starts = jax.tree_util.tree_map(lambda leaf: leaf[:, 0], starts)  # one per chain
     expected = []
     for chain in range(fit.num_chains):
-        flat, unravel = ravel_pytree(jax.tree_util.tree_map(lambda leaf: leaf[chain], starts))
-        hessian = jax.hessian(lambda point: density.potential_fn(unravel(point), density.data))
+        flat, unravel = ravel_pytree(jax.tree_util.tree_map(lambda leaf, c=chain: leaf[c], starts))
+        hessian = jax.hessian(lambda point, u=unravel: density.potential_fn(u(point), density.data))
         expected.append(np.diag(np.asarray(hessian(flat), dtype=np.float64)))
     expected = 1.0 / np.maximum(np.median(expected, axis=0), 1.0)
     assert expected.min() < 0.1 and expected.max() == 1.0  # the floor and the curvature both act

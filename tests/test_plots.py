@@ -8,7 +8,6 @@ import pytest
 from PIL import Image
 
 import dpgmm_ppl
-from dpgmm_ppl.fit import Fit
 from dpgmm_ppl.plots import (
     GRID_SIZE,
     animate_training,
@@ -18,6 +17,7 @@ from dpgmm_ppl.plots import (
     save_figures,
 )
 from dpgmm_ppl.priors import Priors
+from dpgmm_ppl.result import Fit
 
 NUM_STEPS, HISTORY_EVERY = 300, 30
 

@@ -9,9 +9,9 @@ import pytest
 from scipy.stats import norm
 
 import dpgmm_ppl
-from dpgmm_ppl._arviz import arviz, is_datatree
-from dpgmm_ppl.fit import Fit
+from dpgmm_ppl._arviz_compat import arviz, is_datatree
 from dpgmm_ppl.predictive import draw_indices
+from dpgmm_ppl.result import Fit
 
 #: Tiny runs of the three backends.
 SMALL_OPTIONS = {

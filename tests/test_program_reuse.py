@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 import dpgmm_ppl
-from dpgmm_ppl import api, density as density_module, datasets
-from dpgmm_ppl.density import build_log_density, bucket_size
+from dpgmm_ppl import api, datasets
+from dpgmm_ppl import density as density_module
+from dpgmm_ppl.density import bucket_size, build_log_density
 from dpgmm_ppl.infer import _common
 from dpgmm_ppl.infer.map import MAP
 from dpgmm_ppl.infer.svi import SVI

@@ -24,8 +24,8 @@ from scipy.stats import norm
 import dpgmm_ppl
 from dpgmm_ppl import labels
 from dpgmm_ppl.distributions import StickBreakingWeights, stick_breaking, sticks_from_weights
-from dpgmm_ppl.fit import Fit
 from dpgmm_ppl.reparam import NonCenteredStickBreaking, exponentials_from_weights
+from dpgmm_ppl.result import Fit
 
 EPS32 = float(np.finfo(np.float32).eps)
 

@@ -8,13 +8,12 @@ import pytest
 from numpyro.handlers import reparam
 from numpyro.infer import Predictive
 from scipy import stats
+from test_model_density import point, scipy_log_joint  # noqa: F401  (fixture)
 
-from dpgmm_ppl._frame import UNITS_PER_SPREAD
 from dpgmm_ppl import GaussianMixture, StickBreakingWeights, build_log_density, dpgmm
+from dpgmm_ppl._frame import UNITS_PER_SPREAD
 from dpgmm_ppl.density import rechart
 from dpgmm_ppl.reparam import NonCenteredStickBreaking, exponentials_from_weights
-
-from test_model_density import point, scipy_log_joint  # noqa: F401  (fixture)
 
 
 def test_noncentered_potential_is_the_log_joint_plus_its_own_jacobian(point):  # noqa: F811

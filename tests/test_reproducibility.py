@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 
 import dpgmm_ppl
-from dpgmm_ppl._arviz import is_datatree
+from dpgmm_ppl._arviz_compat import is_datatree
 from dpgmm_ppl.infer import BACKENDS
 
 # Slow: nine fits, each compiled; CI runs them on its first leg.

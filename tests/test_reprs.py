@@ -11,12 +11,10 @@ import dataclasses
 
 import numpy as np
 import pytest
+from test_labels import make_fit, well_separated
 
-import dpgmm_ppl
 from dpgmm_ppl import labels
 from dpgmm_ppl.compare import Comparison
-
-from test_labels import make_fit, well_separated
 
 #: Enough lines for a summary; the dumps this replaces ran to dozens.
 MAX_LINES = 12

@@ -15,8 +15,8 @@ import dpgmm_ppl
 from dpgmm_ppl import density as density_module
 from dpgmm_ppl.datasets import seed_mixture
 from dpgmm_ppl.density import build_log_density
-from dpgmm_ppl.fit import mixture_log_density
 from dpgmm_ppl.infer.svi import SVI, SVIState, build_step, make_guide, negative_elbo
+from dpgmm_ppl.mixtures import mixture_log_density
 
 
 @pytest.fixture(scope="module")

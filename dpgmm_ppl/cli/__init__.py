@@ -16,7 +16,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dpgmm_ppl.cli._commands import QUICK_OPTIONS, progress, run_compare, run_demo
+from dpgmm_ppl.cli._commands import (
+    QUICK_OPTIONS,
+    progress,
+    quick_options,
+    run_compare,
+    run_demo,
+)
 from dpgmm_ppl.cli._files import load_table, read_table
 from dpgmm_ppl.cli._fit import run_fit
 
@@ -74,6 +80,9 @@ def _add_common(command, *, default_out, num_components, num_chains):
 
 
 def _add_fit(commands):
+    from dpgmm_ppl.covariance import COVARIANCE_STRUCTURES
+    from dpgmm_ppl.infer import BACKENDS
+
     fit = commands.add_parser(
         "fit", formatter_class=_Formatter, epilog=_FIT_EPILOG,
         help="fit one backend to a CSV or NPY file; write the fit, a JSON summary and figures",
@@ -83,10 +92,10 @@ def _add_fit(commands):
                                                   "column is left out), or .npy array")
     fit.add_argument("--columns", nargs="+", metavar="NAME",
                      help="CSV columns to use, in order (default: all)")
-    fit.add_argument("--backend", choices=("map", "svi", "nuts"), default="map",
-                     help="map: posterior mode by Adam; svi: Gaussian variational posterior; "
-                          "nuts: posterior draws by NumPyro's NUTS")
-    fit.add_argument("--covariance", choices=("diag", "full", "spherical"), default="diag",
+    fit.add_argument("--backend", choices=tuple(BACKENDS), default="map",
+                     help="; ".join(f"{name}: {backend.description or backend.kind}"
+                                    for name, backend in BACKENDS.items()))
+    fit.add_argument("--covariance", choices=tuple(COVARIANCE_STRUCTURES), default="diag",
                      help="covariance of each component (the same model for 1-d data)")
     _add_common(fit, default_out="fit-output", num_components=25, num_chains=1)
     fit.add_argument("--heldout", metavar="FILE",
@@ -96,8 +105,8 @@ def _add_fit(commands):
                        ("num_warmup", "warmup iterations")):
         fit.add_argument("--" + name.replace("_", "-"), type=int, metavar="N",
                          help=f"{what} ({_backend_defaults(name)})")
-    quick = "; ".join(f"{backend}: " + ", ".join(f"{k}={v}" for k, v in options.items())
-                      for backend, options in QUICK_OPTIONS.items())
+    quick = "; ".join(f"{name}: " + ", ".join(f"{k}={v}" for k, v in quick_options(name).items())
+                      for name in BACKENDS)
     fit.add_argument("--quick", action="store_true",
                      help=f"short runs for a first look ({quick}); --num-* options still apply")
     fit.add_argument("--no-figures", dest="figures", action="store_false", help="write no figures")
@@ -207,4 +216,4 @@ def main(argv=None):
 def _has_posterior_backends():
     from dpgmm_ppl.infer import BACKENDS
 
-    return {"svi", "nuts"} <= set(BACKENDS)
+    return any(not backend.is_point_estimate for backend in BACKENDS.values())

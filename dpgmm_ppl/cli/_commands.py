@@ -11,14 +11,34 @@ from pathlib import Path
 from dpgmm_ppl.cli._figures import save_figure, write_figure
 from dpgmm_ppl.cli._files import load_table, write_text_atomic
 
-__all__ = ["QUICK_OPTIONS", "progress", "run_compare", "run_demo"]
+__all__ = ["FLAGS", "QUICK_OPTIONS", "progress", "quick_options", "run_compare", "run_demo"]
 
-#: Short runs for `dpgmm-ppl compare --quick` and `dpgmm-ppl fit --quick` (and the test suite).
-QUICK_OPTIONS = {
-    "map": {"num_steps": 1000},
-    "svi": {"num_steps": 1000, "num_samples": 200},
-    "nuts": {"num_warmup": 100, "num_samples": 100, "max_tree_depth": 6, "num_init_steps": 300},
-}
+#: The flags of the arguments the commands pass on, by the name that
+#: :func:`dpgmm_ppl.fit` gives them: an error names the flag the user typed.
+FLAGS = {name: "--" + name.replace("_", "-")
+         for name in ("num_components", "num_chains", "num_steps", "num_samples", "num_warmup")}
+
+
+def _registered_quick_options():
+    from dpgmm_ppl.infer import BACKENDS
+
+    return {name: dict(backend.quick_options) for name, backend in BACKENDS.items()}
+
+
+#: Short runs for `dpgmm-ppl compare --quick` and `dpgmm-ppl fit --quick`: a
+#: copy of each registered backend's ``quick_options``, which a test may shorten.
+QUICK_OPTIONS = _registered_quick_options()
+
+
+def quick_options(name):
+    """The ``--quick`` options of backend ``name``: those of :data:`QUICK_OPTIONS`,
+    or, for a backend registered since, its own ``quick_options``."""
+    if name in QUICK_OPTIONS:
+        return dict(QUICK_OPTIONS[name])
+    from dpgmm_ppl.infer import get_backend
+
+    return dict(get_backend(name).quick_options)
+
 
 #: What `dpgmm-ppl demo` draws: the 1-d MAP figures.
 DEMO_FIGURES = ("density.png", "weights.png", "loss.png", "training.gif")
@@ -60,13 +80,13 @@ def run_demo(out_dir, *, num_steps=10_000, num_components=50, num_chains=1, seed
     import numpy as np
 
     import dpgmm_ppl
-    from dpgmm_ppl._validation import check_positive_int, check_rng_key
+    from dpgmm_ppl._validation import check_rng_key
     from dpgmm_ppl.datasets import seed_mixture
+    from dpgmm_ppl.options import check_counts, resolve_options
 
     # Refused here, before anything is written to stderr, so that an error is one line.
-    for option, value in (("--num-steps", num_steps), ("--num-components", num_components),
-                          ("--num-chains", num_chains)):
-        check_positive_int(option, value)
+    resolve_options("map", {"num_steps": num_steps, "progress_bar": progress_bar}, names=FLAGS)
+    check_counts(num_components, num_chains, names=FLAGS)
     check_rng_key(seed)
     truth = seed_mixture()
     heldout = truth.sample(2026)
@@ -98,7 +118,8 @@ def run_demo(out_dir, *, num_steps=10_000, num_components=50, num_chains=1, seed
             print(f"  {weights[k]:6.3f}  {loc:7.3f}  {scale:6.3f}")
     print(
         "true components (weight, loc, scale): "
-        + ", ".join(f"({w:.3f}, {l:g}, {s:g})" for w, l, s in zip(truth.weights, truth.loc, truth.scale))
+        + ", ".join(f"({weight:.3f}, {mean:g}, {sd:g})"
+                    for weight, mean, sd in zip(truth.weights, truth.loc, truth.scale))
     )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -111,15 +132,18 @@ def run_demo(out_dir, *, num_steps=10_000, num_components=50, num_chains=1, seed
 
 def run_compare(out_dir, path=None, *, columns=None, num_components=25, num_chains=4,
                 seed=0, quick=False, force=False, progress_bar=True):
-    """Compare MAP, SVI and NUTS on a file or on the seed data; write table, figure, netCDF."""
+    """Compare every registered backend (MAP, SVI and NUTS) on a file or on the seed
+    data; write table, figure, netCDF."""
     import json
 
     import numpy as np
 
     import dpgmm_ppl
     from dpgmm_ppl import plots
-    from dpgmm_ppl._validation import check_positive_int, check_rng_key, check_training_data
+    from dpgmm_ppl._validation import check_rng_key, check_training_data
     from dpgmm_ppl.datasets import seed_mixture
+    from dpgmm_ppl.infer import BACKENDS
+    from dpgmm_ppl.options import check_counts
 
     out = Path(out_dir)
     if out.exists() and any(out.glob("compare*")) and not force:
@@ -132,18 +156,17 @@ def run_compare(out_dir, path=None, *, columns=None, num_components=25, num_chai
         data = load_table(path, columns)
     # Refused here, before anything is written to stderr, so that an error is one line.
     data = check_training_data(data)
-    check_positive_int("--num-components", num_components)
-    check_positive_int("--num-chains", num_chains)
+    check_counts(num_components, num_chains, names=FLAGS)
     check_rng_key(seed)
     out.mkdir(parents=True, exist_ok=True)
     options = {
-        name: {**(QUICK_OPTIONS[name] if quick else {}), "progress_bar": progress_bar}
-        for name in ("map", "svi", "nuts")
+        name: {**(quick_options(name) if quick else {}), "progress_bar": progress_bar}
+        for name in BACKENDS
     }
-    print("Comparing MAP, SVI and NUTS", file=sys.stderr)
+    print("Comparing " + ", ".join(name.upper() for name in options), file=sys.stderr)
     table = dpgmm_ppl.compare(
-        data, heldout=heldout, rng_key=seed, num_components=num_components,
-        num_chains=num_chains, backend_options=options,
+        data, backends=tuple(options), heldout=heldout, rng_key=seed,
+        num_components=num_components, num_chains=num_chains, backend_options=options,
     )
     text = table.to_string()
     print(text)

@@ -22,16 +22,18 @@ MAX_FRAMES, GIF_DPI = 100, 60
 
 
 def _reason_to_skip(name, backend, shape):
-    """Why figure ``name`` does not fit data of ``shape`` and ``backend``; ``None`` if it does."""
+    """Why figure ``name`` does not fit data of ``shape`` and ``backend`` (a
+    :class:`~dpgmm_ppl.infer.Backend`); ``None`` if it does."""
     is_scalar = len(shape) == 1
     if name in ("density.png", "training.gif") and not is_scalar:
         return f"needs 1-d data; the data have {shape[1]} columns"
     if name == "components.png" and (is_scalar or shape[1] < 2):
         return "drawn for data of two or more columns (1-d data get density.png)"
-    if name in ("loss.png", "training.gif") and backend == "nuts":
-        return "NUTS records no loss or optimisation history"
-    if name == "trace.png" and backend != "nuts":
-        return "drawn for NUTS chains only (MAP and SVI draws are not Markov chains)"
+    if name in ("loss.png", "training.gif") and not backend.records_losses:
+        return f"{backend.name.upper()} records no loss or optimisation history"
+    if name == "trace.png" and not backend.is_mcmc:
+        return (f"drawn for Markov chains only (NUTS); {backend.name.upper()} draws "
+                "are not Markov chains")
     return None
 
 
@@ -40,7 +42,9 @@ def plan_figures(backend, shape, *, enabled=True):
 
     Parameters
     ----------
-    backend : {"map", "svi", "nuts"}
+    backend : str
+        The name of a registered backend; its kind decides the loss,
+        animation and trace figures.
     shape : tuple
         Shape of the data, ``(N,)`` or ``(N, D)``.
     enabled : bool
@@ -57,6 +61,9 @@ def plan_figures(backend, shape, *, enabled=True):
     >>> drawn, sorted(skipped)
     (['components.png', 'weights.png', 'trace.png'], ['density.png', 'loss.png', 'training.gif'])
     """
+    from dpgmm_ppl.infer import get_backend
+
+    backend = get_backend(backend)
     drawn, skipped = [], {}
     for name in FIGURES:
         reason = "--no-figures" if not enabled else _reason_to_skip(name, backend, shape)

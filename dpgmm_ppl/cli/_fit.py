@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dpgmm_ppl.cli._commands import QUICK_OPTIONS
+from dpgmm_ppl.cli._commands import FLAGS, quick_options
 from dpgmm_ppl.cli._figures import FIGURES, plan_figures, write_figure
 from dpgmm_ppl.cli._files import check_outputs_free, read_table, write_text_atomic
 
@@ -30,32 +30,32 @@ OUTPUTS = (FIT_FILE, *FIGURES, SUMMARY_FILE)
 THRESHOLD = 0.01
 #: Probability of the equal-tailed interval of alpha.
 INTERVAL = 0.9
-#: The backends each run-length option applies to, and its smallest value.
-_RUN_OPTIONS = {
-    "num_steps": (("map", "svi"), 1),
-    "num_samples": (("svi", "nuts"), 1),
-    "num_warmup": (("nuts",), 0),
-}
 
 
 def backend_options(backend, *, quick=False, progress_bar=False, **given):
     """The options of ``backend`` from the command line: ``--quick``, then those given.
 
-    A run-length option (``num_steps``, ``num_samples``, ``num_warmup``) given
-    for a backend that does not take it is refused, naming its flag.
+    A flag of the command (``--num-steps``, ``--num-samples``, ``--num-warmup``)
+    given for a backend that does not take its option is refused, naming the
+    backends that do; every value is then checked as :func:`dpgmm_ppl.fit`
+    checks it (:func:`dpgmm_ppl.options.resolve_options`), the error naming
+    the flag.
     """
-    from dpgmm_ppl._validation import check_positive_int
+    from dpgmm_ppl.infer import BACKENDS, get_backend
+    from dpgmm_ppl.options import resolve_options
 
-    options = dict(QUICK_OPTIONS[backend]) if quick else {}
+    accepted = get_backend(backend).defaults
+    options = quick_options(backend) if quick else {}
     for name, value in given.items():
         if value is None:
             continue
-        backends, minimum = _RUN_OPTIONS[name]
-        flag = "--" + name.replace("_", "-")
-        if backend not in backends:
-            raise ValueError(f"{flag} applies to --backend {' or '.join(backends)}, not {backend}")
-        options[name] = check_positive_int(flag, value, minimum=minimum)
+        takers = [other for other, taker in BACKENDS.items() if name in taker.defaults]
+        if name not in accepted and takers:
+            flag = FLAGS.get(name, name)
+            raise ValueError(f"{flag} applies to --backend {' or '.join(takers)}, not {backend}")
+        options[name] = value
     options["progress_bar"] = progress_bar
+    resolve_options(backend, options, names=FLAGS)
     return options
 
 
@@ -66,7 +66,7 @@ def _mean_of_best_chain(fit, name):
 def _components(fit, weights):
     """Components above the threshold, by decreasing weight: weight, loc, scale and,
     for vector data, the covariance matrix (its mean over the draws)."""
-    from dpgmm_ppl.fit import covariance_matrices
+    from dpgmm_ppl.mixtures import covariance_matrices
 
     loc = _mean_of_best_chain(fit, "loc")
     scale = _mean_of_best_chain(fit, "scale")
@@ -87,7 +87,7 @@ def _components(fit, weights):
 
 def _alpha(fit):
     alpha = np.asarray(fit.samples["alpha"], np.float64)
-    if fit.backend == "map":
+    if fit.is_point_estimate:
         return {"value": float(alpha[fit.best_chain, 0]), "per_restart": alpha[:, 0].tolist()}
     lower, upper = np.quantile(alpha, [(1 - INTERVAL) / 2, (1 + INTERVAL) / 2])
     return {
@@ -100,7 +100,7 @@ def _alpha(fit):
 def _num_clusters(fit, components):
     counts = fit.num_components_used(THRESHOLD)  # (chain, draw)
     result = {"threshold": THRESHOLD, "count": len(components)}
-    if fit.backend == "map":
+    if fit.is_point_estimate:
         result["per_restart"] = counts[:, 0].tolist()
     else:
         values, frequencies = np.unique(counts, return_counts=True)
@@ -135,7 +135,7 @@ def summarize(fit):
 
 
 def diagnostics_record(fit):
-    """``divergences``, ``max_rhat`` and ``min_ess`` of :meth:`~dpgmm_ppl.fit.Fit.diagnostics`,
+    """``divergences``, ``max_rhat`` and ``min_ess`` of :meth:`~dpgmm_ppl.Fit.diagnostics`,
     and its whole ``to_dict()`` under ``diagnostics``.
 
     ``None`` where a number is undefined: divergences for MAP and SVI, R-hat
@@ -242,12 +242,12 @@ def run_fit(path, *, out_dir="fit-output", columns=None, heldout=None, backend="
     """
     args = dict(locals())
     import dpgmm_ppl
-    from dpgmm_ppl._validation import check_positive_int, check_rng_key
+    from dpgmm_ppl._validation import check_rng_key
+    from dpgmm_ppl.options import check_counts
 
     options = backend_options(backend, quick=quick, progress_bar=progress_bar,
                               num_steps=num_steps, num_samples=num_samples, num_warmup=num_warmup)
-    check_positive_int("--num-components", num_components)
-    check_positive_int("--num-chains", num_chains)
+    check_counts(num_components, num_chains, names=FLAGS)
     check_rng_key(seed)
     table = read_table(path, columns)
     held = None if heldout is None else read_table(heldout, columns, training=False)

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import collections
 import time
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+if TYPE_CHECKING:
+    from dpgmm_ppl.infer._progress import StepBar
+
+#: What ``build`` of :func:`cached_program` makes.
+_Program = TypeVar("_Program")
 
 #: ``chain_method`` values of the optimisers (MAP, SVI).
 OPTIMIZER_CHAIN_METHODS = ("vectorized", "sequential")
@@ -24,18 +32,18 @@ class CompileTimer:
 
     _PREFIX = "/jax/core/compile/"
 
-    def __init__(self):
-        self.spans = []
+    def __init__(self) -> None:
+        self.spans: list[tuple[float, float]] = []
 
-    def _record(self, event, start_time, end_time, **kwargs):
+    def _record(self, event: str, start_time: float, end_time: float, **kwargs: str | int) -> None:
         if event.startswith(self._PREFIX):
             self.spans.append((start_time, end_time))
 
-    def __enter__(self):
+    def __enter__(self) -> CompileTimer:
         jax.monitoring.register_event_time_span_listener(self._record)
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> None:
         jax.monitoring.unregister_event_time_span_listener(self._record)
 
     @property
@@ -48,13 +56,19 @@ class CompileTimer:
         return total
 
 
-def tree_all_finite(tree):
+def tree_all_finite(tree: Any) -> jax.Array:
     """True when every leaf of ``tree`` is finite everywhere (a traced scalar)."""
     leaves = jax.tree_util.tree_leaves(tree)
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
 
 
-def guarded_update(optimizer, loss, grad, params, opt_state):
+def guarded_update(
+    optimizer: optax.GradientTransformation,
+    loss: jax.Array,
+    grad: Any,
+    params: Any,
+    opt_state: Any,
+) -> tuple[Any, Any, jax.Array]:
     """One optax step that leaves ``(params, opt_state)`` as they were if it is not finite.
 
     A non-finite loss or gradient keeps the last finite point, so an
@@ -75,7 +89,7 @@ def guarded_update(optimizer, loss, grad, params, opt_state):
     return params, opt_state, is_finite
 
 
-def history_steps(num_steps, history_every):
+def history_steps(num_steps: int, history_every: int) -> np.ndarray:
     """The 1-based steps at which a history frame is recorded (and the last step)."""
     steps = np.arange(history_every, num_steps + 1, history_every)
     if num_steps % history_every:
@@ -83,14 +97,14 @@ def history_steps(num_steps, history_every):
     return steps
 
 
-def resolve_optimizer_chain_method(chain_method):
+def resolve_optimizer_chain_method(chain_method: str | None) -> str:
     """``None`` is ``"sequential"`` on the CPU (faster there, measured) and ``"vectorized"`` elsewhere."""
     if chain_method is None:
         return "sequential" if jax.default_backend() == "cpu" else "vectorized"
     return chain_method
 
 
-def check_optimizer_options(options, *, example):
+def check_optimizer_options(options: Mapping[str, Any], *, example: str) -> None:
     """Validate ``optimizer`` and ``chain_method`` of MAP and SVI."""
     optimizer = options["optimizer"]
     if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
@@ -107,8 +121,8 @@ def check_optimizer_options(options, *, example):
 
 #: Backend programs kept per process, and the executables compiled from them.
 MAX_CACHED_PROGRAMS = 64
-_PROGRAMS = collections.OrderedDict()
-_EXECUTABLES = collections.OrderedDict()
+_PROGRAMS: collections.OrderedDict[Hashable, Any] = collections.OrderedDict()
+_EXECUTABLES: collections.OrderedDict[Hashable, jax.stages.Compiled] = collections.OrderedDict()
 
 #: How many backend programs were built (traced) and compiled in this process.
 PROGRAM_COUNTS = {"built": 0, "compiled": 0}
@@ -121,7 +135,7 @@ def _remember(cache, key, value):
     return value
 
 
-def cached_program(key, build):
+def cached_program(key: Hashable, build: Callable[[], _Program]) -> _Program:
     """The program for the hashable ``key``, built by ``build()`` the first time.
 
     ``key`` holds everything that shapes the program and is not one of its
@@ -148,7 +162,7 @@ def _signature(args):
     )
 
 
-def chains_program(run_chain, chain_method):
+def chains_program(run_chain: Callable[..., Any], chain_method: str | None) -> jax.stages.Wrapped:
     """``run_chain(key, *args)`` over a batch of keys, jitted: vmapped or one after another.
 
     ``"vectorized"`` runs the chains under ``vmap``; ``"sequential"`` under
@@ -162,7 +176,9 @@ def chains_program(run_chain, chain_method):
     )
 
 
-def compile_and_run(program, args, bar):
+def compile_and_run(
+    program: jax.stages.Wrapped, args: Sequence[Any], bar: StepBar
+) -> tuple[Any, dict[str, float]]:
     """Compile the jitted ``program`` for ``args`` (or take what was compiled
     for arguments of the same shapes), then run it, the progress ``bar`` open.
 

@@ -11,35 +11,44 @@ with all the rows takes, summed in another order. The few rows that every
 process needs whole (the k-means++ seeding's and the rows on which ``lp``
 is estimated, at most :data:`~dpgmm_ppl.infer._minibatch.LP_ROWS`) are
 gathered across processes.
+
+The restart loop is the one process's
+(:func:`~dpgmm_ppl.infer._minibatch.run_minibatch_chains`); this module gives
+it the row source that knows where the rows are (:class:`SpreadRows`).
 """
 
 from __future__ import annotations
 
-import time
-
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.flatten_util import ravel_pytree
 from jax.sharding import NamedSharding, PartitionSpec
 
 from dpgmm_ppl.density import bucket_size
-from dpgmm_ppl.infer._minibatch import (
-    LP_ROWS, SEED_ROWS, STEPS_PER_CHUNK, _count_finished, _host_generator, _make_chunk_runner,
-)
-from dpgmm_ppl.infer._progress import StepBar
+from dpgmm_ppl.infer._minibatch import run_minibatch_chains
 from dpgmm_ppl.sharding import DATA_AXIS
 
-__all__ = ["run_spread_minibatch_chains"]
+__all__ = ["SpreadRows", "run_spread_minibatch_chains"]
 
 
-class _Layout:
-    """Which process holds which rows of the whole data set, and this process's rows."""
+class SpreadRows:
+    """The row source of a process that holds only its own rows of the data set.
+
+    It knows which process holds which rows of the whole data set, and this
+    process's rows; it implements :class:`~dpgmm_ppl.infer._minibatch.RowSource`.
+
+    Parameters
+    ----------
+    density : LogDensity
+        Built with ``keep_data_on_host=True`` from a global array: its
+        ``data`` are this process's rows, its ``process_rows`` say where
+        they lie in the whole data set.
+    """
 
     def __init__(self, density):
         rows = density.process_rows
         self.density, self.local, self.mesh = density, density.data, rows.mesh
+        self.num_data = density.num_data
         self.block, self.num_blocks = rows.block, len(rows.row_counts)
         self.ends = np.cumsum(rows.row_counts)
         self.offset = rows.offset
@@ -86,10 +95,9 @@ class _Layout:
     def replicated(self, tree):
         return multihost_utils.host_local_array_to_global_array(tree, self.mesh, PartitionSpec())
 
-
-def _signature(args):
-    leaves, treedef = jax.tree_util.tree_flatten(args)
-    return treedef, tuple((np.shape(x), str(getattr(x, "dtype", type(x)))) for x in leaves)
+    def stack(self, *leaves):
+        # Replicated in every process, so each can read the whole of every leaf.
+        return np.stack([np.asarray(leaf) for leaf in leaves])
 
 
 def run_spread_minibatch_chains(
@@ -101,70 +109,7 @@ def run_spread_minibatch_chains(
     (its ``data`` are this process's rows). Every process must call it with
     the same arguments; every process returns the same outputs.
     """
-    layout = _Layout(density)
-    num_data = density.num_data
-    batch_size, num_steps = options["batch_size"], options["num_steps"]
-    history_every, num_samples = options["history_every"], options["num_samples"]
-    num_frames = -(-num_steps // history_every)
-    chunk = min(STEPS_PER_CHUNK, num_steps)
-    run_chunk = _make_chunk_runner(step, guide, num_steps, history_every)
-
-    @jax.jit
-    def seed_position(key, rows):
-        return ravel_pytree(density.seed_position(key, rows))[0]
-
-    @jax.jit
-    def finish(params, frames, key, lp_rows):
-        draws = guide.sample(params, key, num_samples)
-        potential = jax.lax.map(
-            lambda z: density.minibatch_potential_fn(unravel(z), lp_rows), draws
-        )
-        history = jax.vmap(lambda z: density.constrain_fn(unravel(z)))(frames)
-        return jax.vmap(unravel)(draws), -potential, history
-
-    compiled, compile_seconds = {}, [0.0]
-
-    def call(function, *args):
-        # Compiled ahead of the first call of each shape, so that compiling is timed apart.
-        key = (function, _signature(args))
-        if key not in compiled:
-            begin = time.perf_counter()
-            compiled[key] = function.lower(*args).compile()
-            compile_seconds[0] += time.perf_counter() - begin
-        return compiled[key](*args)
-
-    bar = StepBar("SVI", 0, enabled=False) if bar is None else bar
-    start = time.perf_counter()
-    key_lp, key_chains = jax.random.split(rng_key)
-    lp_indices = _host_generator(key_lp).integers(0, num_data, size=min(num_data, LP_ROWS))
-    lp_rows = layout.replicated(layout.whole_rows(lp_indices))
-    results, pending = [], []
-    for chain_key in jax.random.split(key_chains, num_chains):
-        key_init, key_fit, key_draws, key_host = jax.random.split(chain_key, 4)
-        generator = _host_generator(key_host)
-        seed_rows = layout.whole_rows(
-            generator.choice(num_data, min(num_data, SEED_ROWS), replace=False)
-        )
-        params = guide.init(call(seed_position, key_init, seed_rows))
-        frames = jnp.zeros((num_frames,) + params["loc"].shape, params["loc"].dtype)
-        carry = layout.replicated((init_state(params), frames, key_fit))
-        losses = []
-        for first in range(0, num_steps, chunk):
-            indices = layout.replicated(np.arange(first, first + chunk))
-            batches = layout.batches(generator.integers(0, num_data, size=(chunk, batch_size)))
-            carry, chunk_losses = call(run_chunk, carry, batches, indices)
-            losses.append(chunk_losses[: num_steps - first])
-            if bar.enabled:
-                pending.append((chunk_losses, min(chunk, num_steps - first)))
-                pending = _count_finished(bar, pending)
-        state, frames, _ = carry
-        draw_key = layout.replicated(key_draws)
-        positions, lp, history = call(finish, state.params, frames, draw_key, lp_rows)
-        results.append((positions, lp, jnp.concatenate(losses), history))
-    results = jax.block_until_ready(results)
-    _count_finished(bar, pending, keep=0)
-    elapsed = time.perf_counter() - start
-    stacked = jax.tree_util.tree_map(lambda *leaves: np.stack([np.asarray(x) for x in leaves]),
-                                     *results)
-    timing = {"compile_seconds": compile_seconds[0], "run_seconds": elapsed - compile_seconds[0]}
-    return stacked, timing
+    return run_minibatch_chains(
+        rng_key, num_chains, density, guide, unravel, step, init_state, options,
+        bar=bar, rows=SpreadRows(density),
+    )

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
-from dpgmm_ppl.infer._common import cached_program, compile_and_run, guarded_update
+from dpgmm_ppl.infer._common import cached_program, compile_and_run
+from dpgmm_ppl.infer._optimise import optimise
 from dpgmm_ppl.infer._progress import StepBar
 from dpgmm_ppl.reparam import log_weights_from_coordinates
 
@@ -24,21 +25,14 @@ CANDIDATES_PER_CHAIN = 4
 
 
 def descend(density, num_steps):
-    """Adam on the potential, from a start towards its mode: ``(position, data) -> position``."""
+    """Adam on the potential, from a start towards its mode: ``(position, data) -> position``.
+
+    A non-finite step keeps the last finite point, as MAP does.
+    """
     optimizer = optax.adam(optax.cosine_decay_schedule(0.05, num_steps))
-    value_and_grad = jax.value_and_grad(density.potential_fn)
 
     def run(position, data):
-        def step(carry, _):
-            position, opt_state = carry
-            loss, grad = value_and_grad(position, data)
-            # A non-finite step keeps the last finite point, as MAP does.
-            position, opt_state, _ = guarded_update(optimizer, loss, grad, position, opt_state)
-            return (position, opt_state), None
-
-        carry = (position, optimizer.init(position))
-        (position, _), _ = jax.lax.scan(step, carry, None, length=num_steps)
-        return position
+        return optimise(density.potential_fn, optimizer, position, data, num_steps=num_steps).params
 
     return run
 

@@ -127,7 +127,7 @@ def _full(dim):
     return Guide("full", init, sample, entropy, lambda p: p["loc"], covariance)
 
 
-def make_guide(guide, dim, *, rank=4):
+def make_guide(guide: str, dim: int, *, rank: int = 4) -> Guide:
     """The Gaussian family named ``guide`` on ``R^dim``.
 
     Parameters

@@ -47,9 +47,9 @@ component on a handful of points may become is the scale prior's business
 on iris, whose values are rounded to 0.1 cm).
 
 Every ``history_every`` steps a restart is offered its components sorted by
-weight (:func:`_weight_order_step`). The restart's best value of the
-objective is ``sample_stats["objective"]``, which :attr:`Fit.best_chain
-<dpgmm_ppl.Fit.best_chain>` compares.
+weight (:func:`~dpgmm_ppl.infer._map_program.weight_order_step`). The
+restart's best value of the objective is ``sample_stats["objective"]``,
+which :attr:`Fit.best_chain <dpgmm_ppl.Fit.best_chain>` compares.
 
 The component scales cannot collapse under any objective: their
 inverse-gamma prior bounds the log joint (see :class:`~dpgmm_ppl.priors.Priors`).
@@ -58,9 +58,9 @@ inverse-gamma prior bounds the log joint (see :class:`~dpgmm_ppl.priors.Priors`)
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -71,15 +71,18 @@ from dpgmm_ppl.infer._common import (
     chains_program,
     check_optimizer_options,
     compile_and_run,
-    guarded_update,
     history_steps,
     resolve_optimizer_chain_method,
-    tree_all_finite,
 )
+from dpgmm_ppl.infer._map_program import make_restart, objective_fn
+from dpgmm_ppl.infer._optimise import optimizer_step
 from dpgmm_ppl.infer._progress import StepBar, check_progress_bar
 from dpgmm_ppl.infer.base import Backend, BackendOutput, check_chart
 
-__all__ = ["MAP", "OBJECTIVES", "run_map"]
+if TYPE_CHECKING:
+    from dpgmm_ppl.density import LogDensity
+
+__all__ = ["MAP", "OBJECTIVES", "MAPInfo", "MAPState", "init", "run_map", "step"]
 
 #: The notebook's optimiser, one object for every fit, so that fits share its program.
 DEFAULT_OPTIMIZER = optax.adam(0.05)
@@ -93,49 +96,6 @@ OBJECTIVES = ("occam", "unconstrained", "constrained")
 #: A component "kept" by a fit has more than this weight; :func:`run_map`
 #: warns when a restart keeps more than half of its components.
 KEPT_WEIGHT = 0.01
-
-
-def objective_fn(density, objective):
-    """The loss MAP minimises, a function of ``(position, data)``: minus the
-    ``objective`` (see the module notes)."""
-    if objective == "constrained":
-        return lambda position, data: -density.log_joint_fn(position, data)
-    if objective == "unconstrained":
-        return density.potential_fn
-    half_parameters = 0.5 * parameters_per_component(density)
-    num_data = density.num_data
-
-    def occam_loss(position, data):
-        weights = density.standard_constrain_fn(position)["weights"]
-        occam = half_parameters * jnp.sum(jnp.log1p(num_data * weights))
-        return density.potential_fn(position, data) + occam
-
-    return occam_loss
-
-
-def parameters_per_component(density):
-    """Free parameters of one component of ``density``'s model: its weight,
-    location, scales and correlations.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from dpgmm_ppl.density import build_log_density
-    >>> x = np.random.default_rng(0).normal(size=(20, 4))
-    >>> [parameters_per_component(build_log_density(x, num_components=3, covariance=c))
-    ...  for c in ("diag", "spherical", "full")]
-    [9, 6, 15]
-    """
-    loc = density.model_kwargs["priors"].loc_mean
-    dim = int(np.size(loc)) if np.ndim(loc) else 1
-    if density.priors.fixed_scale is not None:
-        scales = 0
-    elif density.covariance == "spherical":
-        scales = 1
-    else:
-        scales = dim
-    correlations = dim * (dim - 1) // 2 if density.covariance == "full" else 0
-    return 1 + dim + scales + correlations
 
 
 def _warn_if_crowded(weights, objective_values, num_components):
@@ -160,116 +120,19 @@ def _warn_if_crowded(weights, objective_values, num_components):
         )
 
 
-def _weight_order_step(density, optimizer, loss_fn):
-    """``(position, opt_state, data) -> (position, opt_state)``: components put in
-    the order of their weights, largest first, where that lowers the loss.
-
-    The stick-breaking prior is not exchangeable: it favours the components
-    in decreasing order of weight, and a component left before a heavier one
-    keeps the weight its stick's prior mode gives it, which it can only use
-    by duplicating a cluster. Gradient steps cannot swap two components, so
-    every history frame the restart is offered its components sorted by
-    weight (the sticks recomputed in log space, the other sites permuted) and
-    takes that position when its loss is lower, with a fresh optimiser state.
-    On the galaxies (``objective="unconstrained"``) this raised ``lp`` by 4
-    nats and cut the components above 1% weight from 11 to 6.
-    """
-    num_components = density.num_components
-
-    def reorder(position, opt_state, data):
-        values = density.standard_constrain_fn(position)
-        log_weights = jnp.log(values["weights"])
-        order = jnp.argsort(-log_weights)
-        permuted = {
-            name: value[order] if jnp.ndim(value) and value.shape[0] == num_components else value
-            for name, value in values.items()
-        }
-        permuted["log_weights"] = log_weights[order]
-        candidate = density.standard_unconstrain_fn(permuted)
-        better = loss_fn(candidate, data) < loss_fn(position, data)
-        better &= jnp.any(order != jnp.arange(num_components)) & tree_all_finite(candidate)
-        pick = lambda new, old: jax.tree_util.tree_map(
-            lambda a, b: jnp.where(better, a, b), new, old
-        )
-        return pick(candidate, position), pick(optimizer.init(candidate), opt_state)
-
-    return reorder
-
-
-def _make_chain_runner(density, optimizer, num_steps, history_every, bar, objective, loss_fn):
-    value_and_grad = jax.value_and_grad(loss_fn)
-    num_frames, remainder = divmod(num_steps, history_every)
-    reorder = None if objective == "constrained" else _weight_order_step(density, optimizer, loss_fn)
-
-    def run_chain(position, data):
-        def step(carry, _):
-            position, opt_state = carry
-            loss, grad = value_and_grad(position, data)
-            position, opt_state, _ = guarded_update(optimizer, loss, grad, position, opt_state)
-            return (position, opt_state), loss
-
-        def block(carry, _):
-            carry, losses = jax.lax.scan(step, carry, None, length=history_every)
-            bar.report(history_every, losses[-1])
-            if reorder is not None:
-                carry = reorder(*carry, data)
-            return carry, (losses, carry[0])
-
-        carry = (position, optimizer.init(position))
-        carry, (losses, frames) = jax.lax.scan(block, carry, None, length=num_frames)
-        losses = losses.reshape(-1)
-        if remainder:
-            carry, tail_losses = jax.lax.scan(step, carry, None, length=remainder)
-            bar.report(remainder, tail_losses[-1])
-            losses = jnp.concatenate([losses, tail_losses])
-            frames = jax.tree_util.tree_map(
-                lambda f, last: jnp.concatenate([f, last[None]]), frames, carry[0]
-            )
-        return carry[0], losses, frames
-
-    return run_chain
-
-
-def _make_restart(template, optimizer, num_steps, history_every, bar, objective):
-    """``restart(key, data, params)``: one restart, seeded, descended and evaluated.
-
-    Seeding, optimisation and the final evaluations form one compiled
-    program: every separate jit would cost its own XLA compilation.
-    ``template`` gives the density's shape and chart; its data and priors
-    come in as ``data`` and ``params``.
-    """
-
-    def restart(key, data, params):
-        density = template.bind(params)
-        loss = objective_fn(density, objective)
-        run_chain = _make_chain_runner(
-            density, optimizer, num_steps, history_every, bar, objective, loss
-        )
-        # The seeding skips the padding rows.
-        start = density.seed_position(key, data)
-        position, losses, frames = run_chain(start, data)
-        stats = {
-            "objective": -loss(position, data),
-            "lp": -density.potential_fn(position, data),
-            "log_joint": density.log_joint_fn(position, data),
-        }
-        return position, losses, jax.vmap(density.constrain_fn)(frames), stats
-
-    return restart
-
-
 def _spread_ratio(history, data_spread):
     """Each component's narrowest spread over the data's, per frame: (chain, frame, K).
 
     For full covariances the diagonal of ``scale_tril``: the standard
     deviation of each dimension given the ones before it, which vanishes
-    when the component flattens onto fewer dimensions.
+    when the component flattens onto fewer dimensions. The structure of the
+    history's sites says which scales it holds
+    (:attr:`~dpgmm_ppl.covariance.CovarianceStructure.own_scales`).
     """
+    from dpgmm_ppl.covariance import structure_of
+
     data_spread = np.asarray(data_spread)
-    if "scale_tril" in history:
-        spread = np.diagonal(np.asarray(history["scale_tril"]), axis1=-2, axis2=-1)
-    else:
-        spread = np.asarray(history["scale"])
+    spread = structure_of(history).own_scales(history)
     loc_ndim = np.ndim(history["loc"])
     if spread.ndim < loc_ndim:  # spherical: compare with the data's mean spread
         return spread / np.exp(np.mean(np.log(data_spread)))
@@ -306,18 +169,18 @@ def _warn_on_failure(losses, history, history_steps, data_spread):
 
 
 def run_map(
-    rng_key,
-    density,
+    rng_key: jax.Array,
+    density: LogDensity,
     *,
-    num_chains,
-    optimizer,
-    num_steps,
-    history_every,
-    chain_method,
-    objective="occam",
-    parameterization="noncentered",
-    progress_bar=False,
-):
+    num_chains: int,
+    optimizer: optax.GradientTransformation,
+    num_steps: int,
+    history_every: int,
+    chain_method: str | None,
+    objective: str = "occam",
+    parameterization: str = "noncentered",
+    progress_bar: bool = False,
+) -> BackendOutput:
     """Run ``num_chains`` vmapped MAP restarts on the shared log-density.
 
     Parameters
@@ -375,7 +238,7 @@ def run_map(
     program = cached_program(
         program_key,
         lambda: chains_program(
-            _make_restart(template, optimizer, num_steps, history_every, bar, objective),
+            make_restart(template, optimizer, num_steps, history_every, bar, objective),
             chain_method,
         ),
     )
@@ -399,6 +262,100 @@ def run_map(
         history_steps=steps,
         timing=timing,
     )
+
+
+class MAPState(NamedTuple):
+    """What the next MAP step needs."""
+
+    position: dict
+    opt_state: Any
+
+
+class MAPInfo(NamedTuple):
+    """Diagnostics of one MAP step: the loss before it, and whether it was taken."""
+
+    loss: Any
+    is_finite: Any
+
+
+def init(
+    start: jax.Array | dict[str, Any], density: LogDensity, optimizer: optax.GradientTransformation
+) -> MAPState:
+    """The state of one MAP restart, before its first step.
+
+    Parameters
+    ----------
+    start : PRNGKey or dict
+        A key, which seeds k-means++ as :func:`run_map` seeds restart ``i``
+        from ``jax.random.split(rng_key, num_chains)[i]``, or an
+        unconstrained position.
+    density : LogDensity
+        From :func:`~dpgmm_ppl.density.build_log_density`.
+    optimizer : optax.GradientTransformation
+        Any optax transformation (:func:`run_map`'s default is ``optax.adam(0.05)``).
+
+    Returns
+    -------
+    MAPState
+    """
+    position = start if isinstance(start, dict) else density.seed_position(start, density.data)
+    return MAPState(position, optimizer.init(position))
+
+
+def step(
+    state: MAPState,
+    density: LogDensity,
+    optimizer: optax.GradientTransformation,
+    *,
+    objective: str = "occam",
+) -> tuple[MAPState, MAPInfo]:
+    """One optimiser step on minus ``objective``, a pure function of ``state``.
+
+    The step of :func:`run_map`'s loop; ``run_map`` also offers each restart
+    its components in order of weight every ``history_every`` steps (but with
+    ``objective="constrained"``), which this step does not. A step whose
+    loss or gradient is not finite leaves the state as it was.
+
+    Parameters
+    ----------
+    state : MAPState
+        From :func:`init` or an earlier step.
+    density : LogDensity
+        The density :func:`init` was given; its ``data`` are the data.
+    optimizer : optax.GradientTransformation
+        The one :func:`init` was given.
+    objective : {"occam", "unconstrained", "constrained"}
+        As for :func:`run_map`.
+
+    Returns
+    -------
+    (MAPState, MAPInfo)
+
+    Examples
+    --------
+    >>> import jax, numpy as np, optax
+    >>> from dpgmm_ppl.density import build_log_density
+    >>> x = np.concatenate([np.full(40, -5.0), np.full(60, 5.0)])
+    >>> x += np.random.default_rng(0).normal(size=100)
+    >>> density = build_log_density(x, num_components=3, parameterization="noncentered")
+    >>> optimizer = optax.adam(0.05)
+    >>> state = init(jax.random.PRNGKey(0), density, optimizer)
+    >>> one_step = jax.jit(lambda state: step(state, density, optimizer))
+    >>> losses = []
+    >>> for _ in range(500):
+    ...     state, info = one_step(state)
+    ...     losses.append(float(info.loss))
+    >>> bool(losses[-1] < losses[0])
+    True
+    >>> values = density.constrain_fn(state.position)
+    >>> sorted(np.round(values["loc"][values["weights"] > 0.2]).tolist())
+    [-5.0, 5.0]
+    """
+    loss_fn = objective_fn(density, objective)
+    position, opt_state, loss, is_finite = optimizer_step(loss_fn, optimizer)(
+        state.position, state.opt_state, density.data
+    )
+    return MAPState(position, opt_state), MAPInfo(loss, is_finite)
 
 
 def _validate(options):
@@ -426,4 +383,7 @@ MAP = Backend(
     },
     run=run_map,
     validate=_validate,
+    kind="optimum",
+    quick_options={"num_steps": 1000},
+    description="posterior mode by gradient descent (Adam)",
 )

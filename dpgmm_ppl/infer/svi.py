@@ -35,28 +35,28 @@ the way to fit millions of points.
 from __future__ import annotations
 
 import functools
-import warnings
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
 from dpgmm_ppl._validation import check_parameterization, check_positive_int
-from dpgmm_ppl.infer._minibatch import run_minibatch_chains
-from dpgmm_ppl.infer._minibatch_processes import run_spread_minibatch_chains
+from dpgmm_ppl.density import LogDensity
 from dpgmm_ppl.infer._common import (
     cached_program,
     chains_program,
     check_optimizer_options,
     compile_and_run,
-    guarded_update,
-    history_steps,
     resolve_optimizer_chain_method,
 )
+from dpgmm_ppl.infer._minibatch import run_minibatch_chains
+from dpgmm_ppl.infer._minibatch_processes import run_spread_minibatch_chains
+from dpgmm_ppl.infer._optimise import optimizer_step
 from dpgmm_ppl.infer._progress import StepBar, check_progress_bar
+from dpgmm_ppl.infer._svi_program import make_chain_runner, output
+from dpgmm_ppl.infer._types import Optimizer, Position, Potential, Unravel
 from dpgmm_ppl.infer.base import Backend, BackendOutput, check_chart
 from dpgmm_ppl.infer.guides import GUIDES, Guide, make_guide
 
@@ -66,12 +66,17 @@ __all__ = [
     "SVIInfo",
     "SVIState",
     "build_step",
+    "init",
     "make_guide",
     "negative_elbo",
     "run_svi",
+    "step",
 ]
 
-def negative_elbo(params, rng_key, data, *, guide, potential_fn, unravel, num_particles=1):
+def negative_elbo(
+    params: Position, rng_key: jax.Array, data: Any, *, guide: Guide, potential_fn: Potential,
+    unravel: Unravel, num_particles: int = 1,
+) -> jax.Array:
     """Monte-Carlo negative ELBO: the mean potential over draws minus the entropy.
 
     Parameters
@@ -119,7 +124,10 @@ class SVIInfo(NamedTuple):
     is_finite: Any
 
 
-def build_step(guide, potential_fn, unravel, optimizer, *, num_particles=1):
+def build_step(
+    guide: Guide, potential_fn: Potential, unravel: Unravel, optimizer: Optimizer, *,
+    num_particles: int = 1,
+) -> Callable[[SVIState, jax.Array, Any], tuple[SVIState, SVIInfo]]:
     """One optimiser step on the negative ELBO, as a pure function.
 
     Parameters
@@ -162,62 +170,109 @@ def build_step(guide, potential_fn, unravel, optimizer, *, num_particles=1):
             unravel=unravel, num_particles=num_particles,
         )
 
-    value_and_grad = jax.value_and_grad(loss_fn)
+    update = optimizer_step(loss_fn, optimizer)
 
     def step(state, rng_key, data):
-        loss, grad = value_and_grad(state.params, rng_key, data)
         # A non-finite loss or gradient (a rare far-tail draw) skips the step.
-        params, opt_state, is_finite = guarded_update(
-            optimizer, loss, grad, state.params, state.opt_state
-        )
+        params, opt_state, loss, is_finite = update(state.params, state.opt_state, rng_key, data)
         return SVIState(params, opt_state), SVIInfo(loss, is_finite)
 
     return step
 
 
-def _make_chain_runner(template, guide, unravel, optimizer, options, bar):
-    """``run_chain(rng_key, data, params)``: one restart, fitted and drawn from.
-
-    ``template`` gives the density's shape and chart; its data and priors
-    come in as ``data`` and ``params``, so fits of other data of the same
-    shape run the same compiled program.
-    """
-    num_steps, history_every = options["num_steps"], options["history_every"]
-    num_frames = -(-num_steps // history_every)
-
-    def run_chain(rng_key, data, params):
-        density = template.bind(params)
-        step = build_step(
-            guide, density.potential_fn, unravel, optimizer,
-            num_particles=options["num_particles"],
+def _family(density, guide, rank):
+    """The variational family on ``density``'s unconstrained space, and its ``unravel``."""
+    flat, unravel = ravel_pytree(density.init_position)
+    dim = flat.shape[0]
+    if guide == "lowrank" and not 1 <= rank < dim:
+        raise ValueError(
+            f"rank must be in [1, {dim}) for this model's {dim} unconstrained "
+            f"coordinates, got {rank}"
         )
-        key_init, key_fit, key_draws = jax.random.split(rng_key, 3)
-        # The seeding skips the padding rows.
-        mean = ravel_pytree(density.seed_position(key_init, data))[0]
+    return make_guide(guide, dim, rank=rank), unravel
 
-        # One scan over every step, writing a history frame in place every
-        # ``history_every`` steps and at the last: a single copy of the step's
-        # body (and of the potential's gradient) for XLA to compile.
-        def one_step(carry, index):
-            state, frames = carry
-            state, info = step(state, jax.random.fold_in(key_fit, index), data)
-            is_frame = ((index + 1) % history_every == 0) | (index + 1 == num_steps)
-            slot = index // history_every
-            frame = jnp.where(is_frame, guide.mean(state.params), frames[slot])
-            # The steps since the last frame; a branch taken once per frame.
-            bar.report_if(is_frame, index % history_every + 1, info.loss)
-            return (state, frames.at[slot].set(frame)), info.loss
 
-        params = guide.init(mean)
-        frames = jnp.zeros((num_frames,) + mean.shape, mean.dtype)
-        carry = (SVIState(params, optimizer.init(params)), frames)
-        (state, frames), losses = jax.lax.scan(one_step, carry, jnp.arange(num_steps))
-        draws = guide.sample(state.params, key_draws, options["num_samples"])
-        potential = jax.lax.map(lambda z: density.potential_fn(unravel(z), data), draws)
-        history = jax.vmap(lambda z: density.constrain_fn(unravel(z)))(frames)
-        return jax.vmap(unravel)(draws), -potential, losses, history
+def init(
+    start: jax.Array | Position, density: LogDensity, optimizer: Optimizer, *,
+    guide: str = "diagonal", rank: int = 4,
+) -> SVIState:
+    """The state of one SVI restart: the family centred on a start, small scales.
 
-    return run_chain
+    Parameters
+    ----------
+    start : PRNGKey or dict
+        A key, which seeds k-means++ (:func:`run_svi` seeds restart ``i``
+        with the first of ``jax.random.split(key_i, 3)``, ``key_i`` being
+        ``jax.random.split(rng_key, num_chains)[i]``), or an unconstrained
+        position.
+    density : LogDensity
+        From :func:`~dpgmm_ppl.density.build_log_density`.
+    optimizer : optax.GradientTransformation
+        Any optax transformation.
+    guide : {"diagonal", "lowrank", "full"}
+        The family (:func:`make_guide`).
+    rank : int
+        Rank of ``"lowrank"``.
+
+    Returns
+    -------
+    SVIState
+    """
+    family, _ = _family(density, guide, rank)
+    position = start if isinstance(start, dict) else density.seed_position(start, density.data)
+    params = family.init(ravel_pytree(position)[0])
+    return SVIState(params, optimizer.init(params))
+
+
+def step(
+    rng_key: jax.Array, state: SVIState, density: LogDensity, optimizer: Optimizer, *,
+    guide: str = "diagonal", rank: int = 4, num_particles: int = 1,
+) -> tuple[SVIState, SVIInfo]:
+    """One optimiser step on the negative ELBO of ``density``, a pure function.
+
+    The step of :func:`run_svi`'s loop (:func:`build_step` on the density's
+    potential and data); ``run_svi`` gives step ``i`` of a restart the key
+    ``jax.random.fold_in(key, i)``, ``key`` the second of the restart's
+    three keys (see :func:`init`).
+
+    Parameters
+    ----------
+    rng_key : PRNGKey
+        Seeds the step's Monte-Carlo draws.
+    state : SVIState
+        From :func:`init` or an earlier step.
+    density, optimizer, guide, rank
+        As given to :func:`init`.
+    num_particles : int
+        Draws per ELBO estimate.
+
+    Returns
+    -------
+    (SVIState, SVIInfo)
+
+    Examples
+    --------
+    >>> import jax, numpy as np, optax
+    >>> from jax.flatten_util import ravel_pytree
+    >>> from dpgmm_ppl.density import build_log_density
+    >>> x = np.concatenate([np.full(40, -5.0), np.full(60, 5.0)])
+    >>> x += np.random.default_rng(0).normal(size=100)
+    >>> density = build_log_density(x, num_components=3)
+    >>> optimizer = optax.adam(0.03)
+    >>> state = init(jax.random.PRNGKey(0), density, optimizer)
+    >>> one_step = jax.jit(lambda key, state: step(key, state, density, optimizer))
+    >>> for i in range(1000):
+    ...     state, info = one_step(jax.random.PRNGKey(i), state)
+    >>> unravel = ravel_pytree(density.init_position)[1]
+    >>> values = density.constrain_fn(unravel(state.params["loc"]))  # the family's mean
+    >>> sorted(np.round(values["loc"][values["weights"] > 0.2]).tolist())
+    [-5.0, 5.0]
+    """
+    family, unravel = _family(density, guide, rank)
+    one_step = build_step(
+        family, density.potential_fn, unravel, optimizer, num_particles=num_particles
+    )
+    return one_step(state, rng_key, density.data)
 
 
 @functools.lru_cache(maxsize=16)
@@ -227,36 +282,12 @@ def default_optimizer(num_steps):
     return optax.adam(optax.cosine_decay_schedule(0.03, num_steps, alpha=0.03))
 
 
-def _warn_on_skipped_steps(losses):
-    for chain, chain_losses in enumerate(np.asarray(losses)):
-        bad = np.flatnonzero(~np.isfinite(chain_losses))
-        if bad.size:
-            warnings.warn(
-                f"SVI restart {chain}: the loss was not finite at {bad.size} of "
-                f"{chain_losses.size} steps (first at step {bad[0] + 1}); those steps "
-                "were skipped. A smaller learning rate or more particles may help.",
-                RuntimeWarning,
-                stacklevel=5,
-            )
-
-
 def run_svi(
-    rng_key,
-    density,
-    *,
-    num_chains,
-    guide,
-    rank,
-    optimizer,
-    num_steps,
-    num_particles,
-    num_samples,
-    history_every,
-    chain_method,
-    parameterization,
-    batch_size=None,
-    progress_bar=False,
-):
+    rng_key: jax.Array, density: LogDensity, *, num_chains: int, guide: str, rank: int,
+    optimizer: Optimizer, num_steps: int, num_particles: int,
+    num_samples: int, history_every: int, chain_method: str | None, parameterization: str,
+    batch_size: int | None = None, progress_bar: bool = False,
+) -> BackendOutput:
     """Fit a Gaussian family on the unconstrained space by maximising the ELBO.
 
     Parameters
@@ -317,11 +348,8 @@ def run_svi(
 
     Notes
     -----
-    The ELBO is the same bound on the evidence in either chart, so the final
-    losses compare the two: on the seed data (25 components, defaults, keys 0 and 1) the
-    centred chart ended 6 and 7 nats lower (53,777 and 53,788 against 53,783
-    and 53,795), which is why it is SVI's default; held-out scores were
-    within 0.0001 nats of each other.
+    SVI's default chart is the centred one, where the ELBO ended higher on
+    the seed data (``docs/backends.md``).
 
     Examples
     --------
@@ -336,37 +364,33 @@ def run_svi(
     [-5.0, 5.0]
     """
     check_chart(density, parameterization)
-    flat, unravel = ravel_pytree(density.init_position)
-    dim = flat.shape[0]
-    if guide == "lowrank" and not 1 <= rank < dim:
-        raise ValueError(
-            f"rank must be in [1, {dim}) for this model's {dim} unconstrained "
-            f"coordinates, got {rank}"
-        )
+    family, unravel = _family(density, guide, rank)
     if optimizer is None:
         optimizer = default_optimizer(num_steps)
-    family = make_guide(guide, dim, rank=rank)
     options = {
         "num_steps": num_steps, "num_particles": num_particles,
         "num_samples": num_samples, "history_every": history_every,
     }
     bar = StepBar("SVI", num_chains * num_steps, enabled=progress_bar)
+
+    def make_step(potential_fn):
+        return build_step(family, potential_fn, unravel, optimizer, num_particles=num_particles)
+
+    def init_state(params):
+        return SVIState(params, optimizer.init(params))
+
     if batch_size is not None:
-        step = build_step(
-            family, density.minibatch_potential_fn, unravel, optimizer,
-            num_particles=num_particles,
-        )
         # Rows spread over processes: each gathers its part of every batch.
         runner = run_minibatch_chains if density.process_rows is None else (
             run_spread_minibatch_chains
         )
         with bar:
             (positions, lp, losses, history), timing = runner(
-                rng_key, num_chains, density, family, unravel, step,
-                lambda params: SVIState(params, optimizer.init(params)),
+                rng_key, num_chains, density, family, unravel,
+                make_step(density.minibatch_potential_fn), init_state,
                 {**options, "batch_size": batch_size}, bar=bar,
             )
-        return _output(positions, lp, losses, history, num_steps, history_every, timing)
+        return output(positions, lp, losses, history, num_steps, history_every, timing)
     chain_keys = jax.random.split(rng_key, num_chains)
     # k-means++ seeding, fitting, drawing and the history's constraining are
     # one compiled program: each piece compiled apart costs as much again.
@@ -379,25 +403,16 @@ def run_svi(
     run_all = cached_program(
         program_key,
         lambda: chains_program(
-            _make_chain_runner(template, family, unravel, optimizer, options, bar), chain_method
+            make_chain_runner(
+                template, family, unravel, make_step, init_state, options, bar
+            ),
+            chain_method,
         ),
     )
     (positions, lp, losses, history), timing = compile_and_run(
         run_all, (chain_keys, density.data, density.params), bar
     )
-    return _output(positions, lp, losses, history, num_steps, history_every, timing)
-
-
-def _output(positions, lp, losses, history, num_steps, history_every, timing):
-    _warn_on_skipped_steps(losses)
-    return BackendOutput(
-        positions=positions,
-        sample_stats={"lp": lp, "loss": jnp.broadcast_to(losses[:, -1:], lp.shape)},
-        losses=losses,
-        history=history,
-        history_steps=history_steps(num_steps, history_every),
-        timing=timing,
-    )
+    return output(positions, lp, losses, history, num_steps, history_every, timing)
 
 
 def _validate(options):
@@ -429,4 +444,7 @@ SVI = Backend(
     },
     run=run_svi,
     validate=_validate,
+    kind="variational",
+    quick_options={"num_steps": 1000, "num_samples": 200},
+    description="Gaussian variational posterior",
 )

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import numbers
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dpgmm_ppl._validation import check_positive_int
-from dpgmm_ppl.fit import Fit
+from dpgmm_ppl.result import Fit
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 
 def _check_fit(fit):
@@ -52,7 +56,7 @@ def _check_pivot(pivot, fit):
     return int(chain), int(draw)
 
 
-def _check_permutations(permutations, fit):
+def _check_permutations(permutations: npt.ArrayLike, fit: Fit) -> np.ndarray:
     array = np.asarray(permutations)
     expected = (fit.num_chains, fit.num_draws, fit.num_components)
     if array.shape != expected or array.dtype.kind not in "iu":

@@ -12,13 +12,18 @@ draws and points.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dpgmm_ppl.fit import component_parameters
+from dpgmm_ppl.mixtures import component_parameters
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from dpgmm_ppl.result import Fit
 
 _SITES = ("weights", "loc", "scale")
 
@@ -77,7 +82,7 @@ def _chunked_rows(values, blocks):
 def _responsibilities(params, x_chunk):
     """``p(z = k | x_m, draw b)`` for a block of draws: ``(block, K, chunk)``.
 
-    ``params`` are ``(weights, loc, spread)`` of :func:`~dpgmm_ppl.fit.component_parameters`:
+    ``params`` are ``(weights, loc, spread)`` of :func:`~dpgmm_ppl.mixtures.component_parameters`:
     ``spread`` is a scale with ``loc``'s shape, or ``scale_tril`` ``(block, K, D, D)``.
     """
     weights, loc, scale = params
@@ -203,16 +208,17 @@ def _mean_responsibilities(blocks, num_components, dtype):
     return _per_point(blocks, np.ascontiguousarray(identity))
 
 
-def _flat_draws(fit, dtype):
+def _flat_draws(fit: Fit, dtype: npt.DTypeLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``weights``, ``loc`` and the spread (``scale``, or ``scale_tril`` for full
     covariances) with (chain, draw) flattened, as numpy ``dtype``."""
-    return tuple(
+    weights, loc, spread = (
         np.asarray(value, dtype).reshape((-1,) + np.shape(value)[2:])
         for value in component_parameters(fit.samples)
     )
+    return weights, loc, spread
 
 
-def _prepared_points(fit, x):
+def _prepared_points(fit: Fit, x: npt.ArrayLike | None) -> tuple[np.ndarray, np.dtype]:
     """``x`` (or the data) checked, and the float dtype the kernels run in."""
     x = fit.data if x is None else fit._check_points(x)
     dtype = jax.dtypes.canonicalize_dtype(np.result_type(x.dtype, np.float32))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -10,6 +10,12 @@ from dpgmm_ppl._display import html_table, text_table
 from dpgmm_ppl._validation import check_rng_key
 from dpgmm_ppl.labels._checks import _check_fit, _check_number
 from dpgmm_ppl.labels._kernels import _block_layout, _flat_draws, _per_draw, _prepared_points
+
+if TYPE_CHECKING:
+    import jax
+    import numpy.typing as npt
+
+    from dpgmm_ppl.result import Fit
 
 __all__ = ["NumClustersPosterior", "num_clusters_posterior"]
 
@@ -45,7 +51,7 @@ class NumClustersPosterior(NamedTuple):
         rows.append(("mean", f"{np.sum(values * occupied):.2f}", f"{np.sum(values * above):.2f}"))
         return header, rows
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         num_chains, num_draws = np.shape(self.occupied)
         header, rows = self._table()
         return "\n".join([
@@ -60,7 +66,13 @@ class NumClustersPosterior(NamedTuple):
         return html_table(rows, header=header, caption="posterior of the number of clusters")
 
 
-def num_clusters_posterior(fit, x=None, *, threshold=0.01, rng_key=0):
+def num_clusters_posterior(
+    fit: Fit,
+    x: npt.ArrayLike | None = None,
+    *,
+    threshold: float = 0.01,
+    rng_key: jax.Array | int = 0,
+) -> NumClustersPosterior:
     """Posterior of the number of occupied clusters and of components above a weight.
 
     Occupied clusters count the distinct components among allocations
@@ -89,7 +101,7 @@ def num_clusters_posterior(fit, x=None, *, threshold=0.01, rng_key=0):
     Examples
     --------
     >>> import numpy as np
-    >>> from dpgmm_ppl.fit import Fit
+    >>> from dpgmm_ppl import Fit
     >>> from dpgmm_ppl.priors import Priors
     >>> samples = {"alpha": np.ones((1, 1)), "weights": np.array([[[0.6, 0.395, 0.005]]]),
     ...            "loc": np.array([[[-5.0, 5.0, 50.0]]]), "scale": np.ones((1, 1, 3))}

@@ -8,7 +8,7 @@ Müller 2022). Neither looks at component labels, so neither needs relabelling.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import numpy as np
@@ -26,6 +26,11 @@ from dpgmm_ppl.labels._kernels import (
     _prepared_points,
 )
 
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from dpgmm_ppl.result import Fit
+
 __all__ = ["LOSSES", "Coclustering", "Partition", "coclustering_matrix", "point_partition"]
 
 LOSSES = ("vi", "binder")
@@ -41,7 +46,7 @@ class Coclustering(NamedTuple):
     matrix: np.ndarray  # (m, m)
     indices: np.ndarray  # (m,)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         matrix = np.asarray(self.matrix, np.float64)
         size = matrix.shape[0]
         off_diagonal = matrix[~np.eye(size, dtype=bool)]
@@ -62,7 +67,13 @@ def _subsample(num_points, max_points, key):
     return np.sort(np.asarray(chosen))
 
 
-def coclustering_matrix(fit, x=None, *, max_points=None, rng_key=0):
+def coclustering_matrix(
+    fit: Fit,
+    x: npt.ArrayLike | None = None,
+    *,
+    max_points: int | None = None,
+    rng_key: jax.Array | int = 0,
+) -> Coclustering:
     r"""Posterior probability that two points share a component.
 
     The Rao-Blackwellised form: given a draw's parameters the allocations are
@@ -97,7 +108,7 @@ def coclustering_matrix(fit, x=None, *, max_points=None, rng_key=0):
     Examples
     --------
     >>> import numpy as np
-    >>> from dpgmm_ppl.fit import Fit
+    >>> from dpgmm_ppl import Fit
     >>> from dpgmm_ppl.priors import Priors
     >>> samples = {"alpha": np.ones((1, 1)), "weights": np.full((1, 1, 2), 0.5),
     ...            "loc": np.array([[[-5.0, 5.0]]]), "scale": np.ones((1, 1, 2))}
@@ -124,7 +135,7 @@ class Partition(NamedTuple):
     loss: str
     indices: np.ndarray  # points whose partition was optimised; the rest were placed after
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         labels = np.asarray(self.labels)
         sizes = np.bincount(labels) if labels.size else np.zeros(0, int)
         shown = ", ".join(str(size) for size in sizes[:8]) + (", ..." if sizes.size > 8 else "")
@@ -235,8 +246,16 @@ def _place_remaining(fit, x, dtype, indices, labels):
     return full
 
 
-def point_partition(fit, x=None, *, loss="vi", max_points=2000, num_initial=4, max_iter=50,
-                    rng_key=0):
+def point_partition(
+    fit: Fit,
+    x: npt.ArrayLike | None = None,
+    *,
+    loss: str = "vi",
+    max_points: int | None = 2000,
+    num_initial: int = 4,
+    max_iter: int = 50,
+    rng_key: jax.Array | int = 0,
+) -> Partition:
     r"""The partition minimising a posterior expected loss, found by greedy search.
 
     ``"binder"`` is Binder's loss with equal costs, whose expectation is exact
@@ -282,7 +301,7 @@ def point_partition(fit, x=None, *, loss="vi", max_points=2000, num_initial=4, m
     Examples
     --------
     >>> import numpy as np
-    >>> from dpgmm_ppl.fit import Fit
+    >>> from dpgmm_ppl import Fit
     >>> from dpgmm_ppl.priors import Priors
     >>> samples = {"alpha": np.ones((1, 2)), "weights": np.full((1, 2, 2), 0.5),
     ...            "loc": np.array([[[-5.0, 5.0], [5.0, -5.0]]]), "scale": np.ones((1, 2, 2))}

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dpgmm_ppl._validation import check_positive_int, check_rng_key
-from dpgmm_ppl.fit import Fit, component_parameters
+from dpgmm_ppl.covariance import COVARIANCE_STRUCTURES
 from dpgmm_ppl.labels._checks import (
     _check_choice,
     _check_fit,
@@ -31,6 +32,12 @@ from dpgmm_ppl.labels._kernels import (
     _per_point,
     _prepared_points,
 )
+from dpgmm_ppl.mixtures import component_parameters
+from dpgmm_ppl.result import Fit
+
+if TYPE_CHECKING:
+    import jax
+    import numpy.typing as npt
 
 __all__ = ["METHODS", "apply_permutations", "relabel"]
 
@@ -83,7 +90,7 @@ def _compose(first, second):
     return np.take_along_axis(first, second, axis=-1)
 
 
-def apply_permutations(fit, permutations):
+def apply_permutations(fit: Fit, permutations: npt.ArrayLike) -> Fit:
     """Permute the components of every draw: ``new[k] = old[permutations[c, s, k]]``.
 
     Parameters
@@ -101,7 +108,7 @@ def apply_permutations(fit, permutations):
     Examples
     --------
     >>> import numpy as np
-    >>> from dpgmm_ppl.fit import Fit
+    >>> from dpgmm_ppl import Fit
     >>> from dpgmm_ppl.priors import Priors
     >>> fit = Fit("nuts", {"alpha": np.ones((1, 1)), "weights": np.array([[[0.2, 0.8]]]),
     ...                    "loc": np.array([[[-1.0, 1.0]]]), "scale": np.ones((1, 1, 2))},
@@ -113,14 +120,25 @@ def apply_permutations(fit, permutations):
     _check_fit(fit)
     permutations = _check_permutations(permutations, fit)
     samples = dict(fit.samples)
+    shared = _shared_sites(fit)
     for name, value in fit.samples.items():
         value = np.asarray(value)
-        if value.ndim < 3:  # alpha: no component axis
+        if value.ndim < 3 or name in shared:  # alpha, a covariance shared by all
             continue
         index = permutations.reshape(permutations.shape + (1,) * (value.ndim - 3))
         samples[name] = np.take_along_axis(value, index, axis=2)
     total = permutations if fit.permutations is None else _compose(fit.permutations, permutations)
     return dataclasses.replace(fit, samples=samples, permutations=total)
+
+
+def _shared_sites(fit):
+    """Sites of ``fit``'s covariance structure without a component axis (none
+    for the built-in structures), which a permutation of the components leaves."""
+    structure = COVARIANCE_STRUCTURES.get(fit.covariance)
+    if structure is None:
+        return frozenset()
+    event_dims = ("dim",) if fit.dim is not None else ()
+    return frozenset(structure.site_dims(event_dims)) - set(structure.component_sites(event_dims))
 
 
 # --------------------------------------------------------------------------
@@ -130,7 +148,7 @@ def apply_permutations(fit, permutations):
 def _best_draw(fit):
     """``(chain, draw)`` with the best objective: MAP's best restart
     (:attr:`Fit.best_chain <dpgmm_ppl.Fit.best_chain>`), else the highest ``lp``."""
-    if fit.backend == "map":
+    if fit.is_point_estimate:
         return fit.best_chain, 0
     score = np.asarray(fit.sample_stats["lp"], np.float64)
     score = np.where(np.isnan(score), -np.inf, score)
@@ -198,7 +216,16 @@ def _stephens_permutations(blocks, start, *, max_iter, tol, dtype):
     return permutations, False
 
 
-def relabel(fit, *, method="pivot", x=None, pivot=None, rng_key=0, max_iter=20, tol=1e-4):
+def relabel(
+    fit: Fit,
+    *,
+    method: str = "pivot",
+    x: npt.ArrayLike | None = None,
+    pivot: Fit | tuple[int, int] | None = None,
+    rng_key: jax.Array | int = 0,
+    max_iter: int = 20,
+    tol: float = 1e-4,
+) -> Fit:
     r"""Permute the components of every draw onto one common labelling.
 
     With :math:`r_{snk} = p(z_n = k \mid x_n, \theta_s)` the responsibilities
@@ -260,7 +287,7 @@ def relabel(fit, *, method="pivot", x=None, pivot=None, rng_key=0, max_iter=20, 
     Examples
     --------
     >>> import numpy as np
-    >>> from dpgmm_ppl.fit import Fit
+    >>> from dpgmm_ppl import Fit
     >>> from dpgmm_ppl.priors import Priors
     >>> loc = np.array([[[-4.0, 4.0]], [[4.0, -4.0]]])  # chain 1 has the labels swapped
     >>> samples = {"alpha": np.ones((2, 1)), "weights": np.full((2, 1, 2), 0.5),
@@ -278,9 +305,9 @@ def relabel(fit, *, method="pivot", x=None, pivot=None, rng_key=0, max_iter=20, 
     max_iter = check_positive_int("max_iter", max_iter)
     tol = _check_number("tol", tol, "a number >= 0", lambda value: value >= 0)
     blocks = _block_layout(*_flat_draws(fit, dtype), x)
+    weights, loc, spread = (value[None].astype(dtype) for value in _pivot_draw(fit, pivot))
     reference = _mean_responsibilities(
-        _block_layout(*(value[None].astype(dtype) for value in _pivot_draw(fit, pivot)), x),
-        fit.num_components, dtype,
+        _block_layout(weights, loc, spread, x), fit.num_components, dtype,
     ).astype(dtype)
     if method == "ecr":
         permutations = _pivot_permutations(blocks, reference, is_allocation=True, rng_key=key)

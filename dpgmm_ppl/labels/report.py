@@ -14,16 +14,21 @@ within its own mode; relabelling does not change them either.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from dpgmm_ppl._display import html_table, text_table
-from dpgmm_ppl.fit import mixture_log_density
 from dpgmm_ppl.labels._checks import _check_fit, _check_number
 from dpgmm_ppl.labels._kernels import _SITES
 from dpgmm_ppl.labels.relabelling import _best_permutations
+from dpgmm_ppl.mixtures import mixture_log_density
 from dpgmm_ppl.priors import data_center_and_spread
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from dpgmm_ppl.result import Fit
 
 __all__ = ["LabelSwitchingReport", "label_switching_report", "ORDER_DEPENDENT"]
 
@@ -67,7 +72,7 @@ class LabelSwitchingReport(NamedTuple):
     threshold: float
     notes: tuple
 
-    def to_string(self):
+    def to_string(self) -> str:
         """A plain-text table of the report."""
         verdict = "label switching detected" if self.is_switching else "no label switching detected"
         lines = [f"{verdict} (R-hat threshold {self.threshold:g})",
@@ -86,7 +91,7 @@ class LabelSwitchingReport(NamedTuple):
         lines.extend(f"  note: {note}" for note in self.notes)
         return "\n".join(lines)
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.to_string()
 
     def _worst_components(self):
@@ -100,7 +105,7 @@ class LabelSwitchingReport(NamedTuple):
             rows.append((name, float(rhat[worst]), lowest, worst))
         return rows
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         worst = max(self._worst_components(), key=lambda row: np.nan_to_num(row[1], nan=-np.inf))
         invariant = [rhat for name, rhat in self.invariant_rhat.items() if name not in ORDER_DEPENDENT]
         highest = np.nan if np.isnan(invariant).all() else float(np.nanmax(invariant))
@@ -164,10 +169,13 @@ def _invariant_quantities(fit, x):
     return quantities
 
 
-def _per_dimension(samples):
-    """The scales with ``loc``'s shape: a spherical scale repeated over the dimensions."""
-    scale, loc = np.asarray(samples["scale"]), np.asarray(samples["loc"])
-    return np.broadcast_to(scale[..., None], loc.shape) if scale.ndim < loc.ndim else scale
+def _per_dimension(samples, covariance=None):
+    """The scales with ``loc``'s shape (a spherical scale repeated over the
+    dimensions), as the covariance structure reads them from ``samples``."""
+    from dpgmm_ppl.covariance import covariance_structure, structure_of
+
+    structure = structure_of(samples) if covariance is None else covariance_structure(covariance)
+    return structure.marginal_scales(samples)
 
 
 def _chain_permutations(fit, x):
@@ -179,13 +187,15 @@ def _chain_permutations(fit, x):
     features = np.concatenate([
         np.mean(fit.samples["weights"], axis=1).reshape(lead),
         np.mean(np.asarray(fit.samples["loc"]) / spread, axis=1).reshape(lead),
-        np.mean(np.log(_per_dimension(fit.samples) / spread), axis=1).reshape(lead),
+        np.mean(np.log(_per_dimension(fit.samples, fit.covariance) / spread), axis=1).reshape(lead),
     ], axis=-1)
     costs = np.sum((features[:, :, None, :] - features[0][None, None]) ** 2, axis=-1)
     return _best_permutations(costs)
 
 
-def label_switching_report(fit, *, x=None, threshold=1.1):
+def label_switching_report(
+    fit: Fit, *, x: npt.ArrayLike | None = None, threshold: float = 1.1
+) -> LabelSwitchingReport:
     """Diagnose label switching: component sites fail R-hat, invariant ones pass.
 
     Parameters
@@ -206,7 +216,7 @@ def label_switching_report(fit, *, x=None, threshold=1.1):
     Examples
     --------
     >>> import numpy as np
-    >>> from dpgmm_ppl.fit import Fit
+    >>> from dpgmm_ppl import Fit
     >>> from dpgmm_ppl.priors import Priors
     >>> rng = np.random.default_rng(0)
     >>> loc = np.array([-4.0, 4.0]) + 0.1 * rng.normal(size=(2, 100, 2))

@@ -1,4 +1,4 @@
-"""Matplotlib figures of a :class:`~dpgmm_ppl.fit.Fit`.
+"""Matplotlib figures of a :class:`~dpgmm_ppl.Fit`.
 
 Post-processing only: nothing here re-fits. Each ``plot_*`` function takes
 ``ax=None`` (a new pyplot figure when omitted) and returns the Axes; the

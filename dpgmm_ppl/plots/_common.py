@@ -7,7 +7,8 @@ import math
 import numpy as np
 
 from dpgmm_ppl._validation import check_names, check_positive_int
-from dpgmm_ppl.fit import Fit, covariance_matrices
+from dpgmm_ppl.mixtures import covariance_matrices
+from dpgmm_ppl.result import Fit
 
 #: Points of the grid on which densities are drawn.
 GRID_SIZE = 500
@@ -94,19 +95,19 @@ def mean_components(fit, chain):
         covariances = (samples["scale"] ** 2).mean(axis=0)[:, None, None]
     else:
         loc = samples["loc"].mean(axis=0)
-        covariances = covariance_matrices(samples).mean(axis=0)
+        covariances = covariance_matrices(samples, fit.covariance).mean(axis=0)
     return weights, loc, covariances
 
 
 def marginal_density(fit, dim, grid, chain=None):
     """The predictive density of column ``dim`` alone on ``grid``, averaged over draws.
 
-    The draws are those :meth:`~dpgmm_ppl.fit.Fit.log_predictive_density`
+    The draws are those :meth:`~dpgmm_ppl.Fit.log_predictive_density`
     averages over: MAP's best restart unless ``chain`` is given, every draw
     of a posterior backend (or of ``chain``). Each draw's marginal is the
     one-dimensional mixture of the components' marginals.
     """
-    selected = chain if chain is not None else (fit.best_chain if fit.backend == "map" else None)
+    selected = chain if chain is not None else (fit.best_chain if fit.is_point_estimate else None)
     samples = fit.samples if selected is None else {
         name: np.asarray(value)[[fit._check_chain(selected)]] for name, value in fit.samples.items()
     }
@@ -118,7 +119,7 @@ def marginal_density(fit, dim, grid, chain=None):
         flat = {name: np.asarray(value, np.float64).reshape((-1,) + np.shape(value)[2:])
                 for name, value in samples.items()}
         loc = flat["loc"][..., dim]
-        scale = np.sqrt(covariance_matrices(flat)[..., dim, dim])
+        scale = np.sqrt(covariance_matrices(flat, fit.covariance)[..., dim, dim])
     total = np.zeros(len(grid))
     for start in range(0, weights.shape[0], _DRAW_BLOCK):
         block = slice(start, start + _DRAW_BLOCK)

@@ -8,10 +8,12 @@ column's name (:func:`~dpgmm_ppl.plots._common.dimension_names`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import matplotlib.pyplot as plt
 import numpy as np
 
-from dpgmm_ppl.fit import covariance_matrices
+from dpgmm_ppl.mixtures import covariance_matrices
 from dpgmm_ppl.plots._common import (
     GRID_PAD,
     chain_index,
@@ -23,6 +25,14 @@ from dpgmm_ppl.plots._common import (
     mean_components,
     weighted_components,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from matplotlib.axes import Axes
+    from numpy.typing import ArrayLike
+
+    from dpgmm_ppl.result import Fit
 
 __all__ = ["component_ellipses", "plot_components"]
 
@@ -75,7 +85,9 @@ def _panel_dims(fit, dims, names):
     return indices
 
 
-def component_ellipses(fit, *, chain=None, dims=(0, 1), num_std=2.0):
+def component_ellipses(
+    fit: Fit, *, chain: int | None = None, dims: tuple[int, int] = (0, 1), num_std: float = 2.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Centre, axis lengths and angle of each component's ellipse in two dimensions.
 
     The mean weights, locations and covariance matrices over the draws of one
@@ -108,7 +120,7 @@ def component_ellipses(fit, *, chain=None, dims=(0, 1), num_std=2.0):
     Examples
     --------
     >>> import numpy as np
-    >>> from dpgmm_ppl.fit import Fit
+    >>> from dpgmm_ppl import Fit
     >>> from dpgmm_ppl.priors import Priors
     >>> samples = {"alpha": np.ones((1, 1)), "weights": np.ones((1, 1, 1)),
     ...            "loc": np.zeros((1, 1, 1, 2)), "scale": np.array([[[[3.0, 1.0]]]])}
@@ -123,7 +135,7 @@ def component_ellipses(fit, *, chain=None, dims=(0, 1), num_std=2.0):
         raise ValueError(f"num_std must be positive, got {num_std!r}")
     index = chain_index(fit, chain)
     samples = {name: np.asarray(value)[index] for name, value in fit.samples.items()}
-    covariances = covariance_matrices(samples).mean(axis=0)[:, dims][:, :, dims]
+    covariances = covariance_matrices(samples, fit.covariance).mean(axis=0)[:, dims][:, :, dims]
     weights = samples["weights"].mean(axis=0)
     centres = samples["loc"].mean(axis=0)[:, dims]
     variances, axes = np.linalg.eigh(covariances)  # ascending eigenvalues
@@ -134,20 +146,20 @@ def component_ellipses(fit, *, chain=None, dims=(0, 1), num_std=2.0):
 
 
 def plot_components(
-    fit,
-    data=None,
+    fit: Fit,
+    data: ArrayLike | None = None,
     *,
-    chain=None,
-    dims=None,
-    names=None,
-    component_threshold=0.01,
-    legend_threshold=0.05,
-    num_std=2.0,
-    contours=True,
-    bins=30,
-    ax=None,
-    axes=None,
-):
+    chain: int | None = None,
+    dims: int | str | Sequence[int | str] | None = None,
+    names: Sequence[str] | None = None,
+    component_threshold: float = 0.01,
+    legend_threshold: float = 0.05,
+    num_std: float = 2.0,
+    contours: bool = True,
+    bins: int = 30,
+    ax: Axes | None = None,
+    axes: np.ndarray | Sequence[Axes] | None = None,
+) -> Axes | np.ndarray:
     """The data with each weighted component drawn over it, every axis named after its column.
 
     The components whose mean weight in one chain (``chain``, default the
@@ -200,7 +212,7 @@ def plot_components(
     Examples
     --------
     >>> import numpy as np
-    >>> from dpgmm_ppl.fit import Fit
+    >>> from dpgmm_ppl import Fit
     >>> from dpgmm_ppl.priors import Priors
     >>> rng = np.random.default_rng(0)
     >>> x = np.concatenate([rng.normal(-4, 1, (100, 2)), rng.normal(4, 1, (100, 2))])

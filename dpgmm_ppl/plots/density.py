@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -15,6 +17,14 @@ from dpgmm_ppl.plots._common import (
     weighted_components,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from matplotlib.axes import Axes
+    from numpy.typing import ArrayLike
+
+    from dpgmm_ppl.result import Fit
+
 __all__ = ["plot_density", "plot_predictive_comparison", "plot_weights"]
 
 #: Individual draws drawn faintly behind the mean in :func:`plot_weights`.
@@ -22,8 +32,15 @@ MAX_FAINT_DRAWS = 100
 
 
 def plot_density(
-    fit, data=None, *, chain=None, bins=100, component_threshold=0.01, names=None, ax=None
-):
+    fit: Fit,
+    data: ArrayLike | None = None,
+    *,
+    chain: int | None = None,
+    bins: int = 100,
+    component_threshold: float = 0.01,
+    names: Sequence[str] | None = None,
+    ax: Axes | None = None,
+) -> Axes:
     """Histogram of the data with the fitted mixture density and its weighted components.
 
     ``ax.lines[0]`` is ``exp(fit.log_predictive_density(grid, chain=chain))`` on
@@ -77,7 +94,7 @@ def plot_density(
     return ax
 
 
-def plot_weights(fit, *, chain=None, ax=None):
+def plot_weights(fit: Fit, *, chain: int | None = None, ax: Axes | None = None) -> Axes:
     """Mixture weights, normalised and sorted in decreasing order, against their rank.
 
     For MAP, the weights of the best restart (or of ``chain``). For posterior
@@ -96,7 +113,7 @@ def plot_weights(fit, *, chain=None, ax=None):
     matplotlib.axes.Axes
     """
     check_fit(fit)
-    if chain is None and fit.backend != "map":
+    if chain is None and not fit.is_point_estimate:
         weights = fit.samples["weights"]
     else:
         index = chain_index(fit, chain)
@@ -112,7 +129,15 @@ def plot_weights(fit, *, chain=None, ax=None):
     return ax
 
 
-def plot_predictive_comparison(fits, data=None, *, hdi_prob=0.9, bins=100, names=None, ax=None):
+def plot_predictive_comparison(
+    fits: Mapping[str, Fit],
+    data: ArrayLike | None = None,
+    *,
+    hdi_prob: float = 0.9,
+    bins: int = 100,
+    names: Sequence[str] | None = None,
+    ax: Axes | None = None,
+) -> Axes:
     """Predictive densities of several fits over one histogram.
 
     A MAP fit is a line; a posterior (SVI, NUTS) is its mean density with an
@@ -151,7 +176,7 @@ def plot_predictive_comparison(fits, data=None, *, hdi_prob=0.9, bins=100, names
         # The backend is added to a name that does not already say it ("NUTS" does).
         label = name if fit.backend in name.lower() else f"{name} ({fit.backend})"
         (line,) = ax.plot(grid, band.mean, label=label)
-        if fit.backend != "map":
+        if not fit.is_point_estimate:
             ax.fill_between(grid, band.lower, band.upper, color=line.get_color(), alpha=0.25)
     ax.set_ylabel("density")
     ax.set_title(f"predictive densities; bands: {hdi_prob:.0%} HDI over draws")

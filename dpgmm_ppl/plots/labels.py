@@ -7,12 +7,24 @@ co-clustering matrix and the posterior of the number of clusters.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import matplotlib.pyplot as plt
 import numpy as np
 
 from dpgmm_ppl import labels
 from dpgmm_ppl._validation import check_positive_int
 from dpgmm_ppl.plots._common import check_fit, dimension_names
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import jax
+    from matplotlib.axes import Axes
+    from numpy.typing import ArrayLike
+
+    from dpgmm_ppl.labels import Coclustering
+    from dpgmm_ppl.result import Fit
 
 __all__ = [
     "plot_coclustering",
@@ -85,7 +97,15 @@ def _trace_axes(axes, num_rows, num_columns):
     return axes
 
 
-def plot_label_switching(fit, *, num_leading=4, invariant="lp", dim=None, names=None, axes=None):
+def plot_label_switching(
+    fit: Fit,
+    *,
+    num_leading: int = 4,
+    invariant: str = "lp",
+    dim: int | str | Sequence[int | str] | None = None,
+    names: Sequence[str] | None = None,
+    axes: np.ndarray | Sequence[Axes] | None = None,
+) -> np.ndarray:
     """Traces of the leading components' locations, coloured by chain, over an invariant trace.
 
     One row of panels per leading component (by mean weight over all
@@ -129,7 +149,7 @@ def plot_label_switching(fit, *, num_leading=4, invariant="lp", dim=None, names=
     Examples
     --------
     >>> import numpy as np
-    >>> from dpgmm_ppl.fit import Fit
+    >>> from dpgmm_ppl import Fit
     >>> from dpgmm_ppl.priors import Priors
     >>> rng = np.random.default_rng(0)
     >>> samples = {"alpha": np.ones((2, 10)), "weights": np.full((2, 10, 2), 0.5),
@@ -179,7 +199,9 @@ def plot_label_switching(fit, *, num_leading=4, invariant="lp", dim=None, names=
     return grid[:, 0] if len(columns) == 1 else grid
 
 
-def plot_weights_against_posterior(map_fit, posterior_fit, *, num_shown=None, ax=None):
+def plot_weights_against_posterior(
+    map_fit: Fit, posterior_fit: Fit, *, num_shown: int | None = None, ax: Axes | None = None
+) -> Axes:
     """Sorted MAP weights beside box plots of the relabelled posterior weights.
 
     The posterior fit is relabelled with ``"pivot"`` first unless it already
@@ -191,7 +213,7 @@ def plot_weights_against_posterior(map_fit, posterior_fit, *, num_shown=None, ax
     Parameters
     ----------
     map_fit : Fit
-        A ``"map"`` fit.
+        A fit of ``"map"``, or of another backend of kind ``"optimum"``.
     posterior_fit : Fit
         A fit with several draws (SVI, NUTS).
     num_shown : int, optional
@@ -205,8 +227,11 @@ def plot_weights_against_posterior(map_fit, posterior_fit, *, num_shown=None, ax
     """
     check_fit(map_fit)
     check_fit(posterior_fit)
-    if map_fit.backend != "map":
-        raise ValueError(f"map_fit must be a 'map' fit, got backend {map_fit.backend!r}")
+    if not map_fit.is_point_estimate:
+        raise ValueError(
+            f"map_fit must be a 'map' fit or another optimum, got backend "
+            f"{map_fit.backend!r} of kind {map_fit.kind!r}"
+        )
     if posterior_fit.num_draws < 2:
         raise ValueError(
             "posterior_fit must have several draws per chain (SVI or NUTS), "
@@ -233,8 +258,16 @@ def plot_weights_against_posterior(map_fit, posterior_fit, *, num_shown=None, ax
     return ax
 
 
-def plot_coclustering(fit, x=None, *, partition=None, max_points=500, rng_key=0, names=None,
-                      ax=None):
+def plot_coclustering(
+    fit: Fit | Coclustering,
+    x: ArrayLike | None = None,
+    *,
+    partition: ArrayLike | None = None,
+    max_points: int = 500,
+    rng_key: jax.Array | int = 0,
+    names: Sequence[str] | None = None,
+    ax: Axes | None = None,
+) -> Axes:
     """Heat map of the co-clustering matrix, points ordered so that clusters are blocks.
 
     ``fit`` is a Fit or the :class:`~dpgmm_ppl.labels.Coclustering` that
@@ -359,7 +392,14 @@ def _draw_coclustering(matrix, order, title, xlabel, ax):
     return ax
 
 
-def plot_num_clusters(fit, x=None, *, threshold=0.01, rng_key=0, ax=None):
+def plot_num_clusters(
+    fit: Fit,
+    x: ArrayLike | None = None,
+    *,
+    threshold: float = 0.01,
+    rng_key: jax.Array | int = 0,
+    ax: Axes | None = None,
+) -> Axes:
     """Bar chart of the posterior of the number of clusters, two ways.
 
     Side by side, from :func:`~dpgmm_ppl.labels.num_clusters_posterior`: the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -20,6 +21,15 @@ from dpgmm_ppl.plots._common import (
 )
 from dpgmm_ppl.plots.components import plot_components
 from dpgmm_ppl.plots.density import plot_density, plot_weights
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Sequence
+
+    from matplotlib.axes import Axes
+    from numpy.typing import ArrayLike
+
+    from dpgmm_ppl.result import Fit
 
 __all__ = ["animate_training", "plot_loss", "save_figures"]
 
@@ -44,7 +54,7 @@ def running_mean(values, window):
     return np.lib.stride_tricks.sliding_window_view(values, window, axis=-1).mean(axis=-1)
 
 
-def plot_loss(fit, *, window=None, ax=None):
+def plot_loss(fit: Fit, *, window: int | None = None, ax: Axes | None = None) -> Axes:
     """The loss against step for each chain (restart): a running mean over the faint raw values.
 
     For SVI the loss is the negative ELBO, estimated afresh at every step
@@ -72,7 +82,7 @@ def plot_loss(fit, *, window=None, ax=None):
     Examples
     --------
     >>> import numpy as np
-    >>> from dpgmm_ppl.fit import Fit
+    >>> from dpgmm_ppl import Fit
     >>> from dpgmm_ppl.priors import Priors
     >>> samples = {"alpha": np.ones((1, 1)), "weights": np.ones((1, 1, 1)),
     ...            "loc": np.zeros((1, 1, 1)), "scale": np.ones((1, 1, 1))}
@@ -103,7 +113,7 @@ def plot_loss(fit, *, window=None, ax=None):
         ax.plot(steps[window - 1 :], means[chain], lw=1.5, color=color, label=f"chain {chain}{best}")
     ax.set_ylim(*_loss_limits(losses, means, window))
     ax.set_xlabel("step")
-    ax.set_ylabel("negative ELBO" if fit.backend == "svi" else "loss (minus the objective)")
+    ax.set_ylabel("negative ELBO" if fit.kind == "variational" else "loss (minus the objective)")
     ax.set_title(f"{fit.backend}: running mean of {window} steps over the raw values (faint)",
                  fontsize="medium")
     if 1 < fit.num_chains <= 10:
@@ -169,9 +179,16 @@ def _training_animation(
 
 
 def animate_training(
-    fit, data=None, *, chain=None, interval=50, bins=100, component_threshold=0.01, max_frames=None,
-    names=None,
-):
+    fit: Fit,
+    data: ArrayLike | None = None,
+    *,
+    chain: int | None = None,
+    interval: int = 50,
+    bins: int = 100,
+    component_threshold: float = 0.01,
+    max_frames: int | None = None,
+    names: Sequence[str] | None = None,
+) -> FuncAnimation:
     """Animation of the mixture density over the recorded (MAP) parameter history.
 
     Frame ``i`` shows the histogram, the mixture density and the weighted
@@ -210,7 +227,15 @@ def figure_of(drawn):
     return np.asarray(drawn, dtype=object).flat[0].figure
 
 
-def save_figures(fit, out_dir, *, data=None, names=None, max_frames=100, dpi=60):
+def save_figures(
+    fit: Fit,
+    out_dir: str | os.PathLike[str],
+    *,
+    data: ArrayLike | None = None,
+    names: Sequence[str] | None = None,
+    max_frames: int = 100,
+    dpi: int = 60,
+) -> list[Path]:
     """Write ``density.png``, ``weights.png``, ``loss.png`` and ``training.gif`` to ``out_dir``.
 
     ``loss.png`` and ``training.gif`` are skipped for a fit without losses or
@@ -233,7 +258,7 @@ def save_figures(fit, out_dir, *, data=None, names=None, max_frames=100, dpi=60)
         data = data_1d(fit, data)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots = {}
+    plots: dict[str, Callable[[], Any]] = {}
     if is_scalar:
         plots["density.png"] = lambda: plot_density(fit, data, names=names)
     else:

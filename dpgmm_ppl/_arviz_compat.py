@@ -7,12 +7,18 @@ ArviZ 0.x (Python 3.11 here) holds results in ``az.InferenceData``; ArviZ 1.x
 
 from __future__ import annotations
 
+import os
 import warnings
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = ["arviz", "is_datatree", "make_inference_data", "read_groups", "write_netcdf"]
 
 
-def arviz():
+def arviz() -> ModuleType:
     """Import ArviZ lazily, without its 0.x notice about the coming refactor."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
@@ -25,7 +31,9 @@ def is_datatree() -> bool:
     return int(arviz().__version__.split(".")[0]) >= 1
 
 
-def make_inference_data(groups, attrs=None):
+def make_inference_data(
+    groups: Mapping[str, xr.Dataset], attrs: Mapping[str, Any] | None = None
+) -> Any:
     """Wrap named ``xarray.Dataset`` groups in the installed ArviZ's container.
 
     Parameters
@@ -51,7 +59,7 @@ def make_inference_data(groups, attrs=None):
     return arviz().InferenceData(**groups)
 
 
-def write_netcdf(data, path):
+def write_netcdf(data: Any, path: str | os.PathLike[str]) -> None:
     """Write ArviZ data to ``path`` with h5netcdf (no pickling either way)."""
     if is_datatree():
         data.to_netcdf(path, engine="h5netcdf")
@@ -59,7 +67,7 @@ def write_netcdf(data, path):
         data.to_netcdf(str(path), engine="h5netcdf")
 
 
-def read_groups(path):
+def read_groups(path: str | os.PathLike[str]) -> dict[str, xr.Dataset]:
     """Read a netCDF file written by :func:`write_netcdf` into ``{group: Dataset}``."""
     import xarray as xr
 

@@ -4,186 +4,41 @@ Every array in a :class:`Fit` leads with ``(chain, draw)``: a MAP restart is a
 chain with one draw, an SVI restart a chain whose draws come from its fitted
 family, and a NUTS chain a chain. The same ArviZ tools then show
 multimodality, and label switching, for all three.
+
+The modules behind :meth:`Fit.to_arviz`, :meth:`Fit.save` and the other
+methods that hand a fit on are imported inside them: they import this one.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Literal, Optional
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
 from dpgmm_ppl import _display
 from dpgmm_ppl._validation import check_data
-from dpgmm_ppl.density import bucket_size
-from dpgmm_ppl.distributions import GaussianMixture
+from dpgmm_ppl.mixtures import (
+    DensityBand,
+    _flat_parameters,
+    _hdi_bounds,
+    _mean_responsibilities,
+    _padded_points,
+    mixture_log_density,
+)
 from dpgmm_ppl.priors import Priors
 
-__all__ = [
-    "DensityBand",
-    "Fit",
-    "component_parameters",
-    "covariance_matrices",
-    "mixture_log_density",
-]
+if TYPE_CHECKING:
+    import os
+    from pathlib import Path
 
-#: Draws evaluated at once when a density is computed over many draws.
-_DRAW_BATCH = 64
+    import jax
+    from numpy.typing import ArrayLike
 
+    from dpgmm_ppl.diagnostics import Diagnostics
 
-def component_parameters(samples):
-    """``(weights, loc, spread)`` of the components, whatever the covariance structure.
-
-    ``spread`` is ``scale_tril`` (``(..., K, D, D)``) for full covariances and
-    ``scale`` otherwise, a spherical scale ``(..., K)`` broadcast to
-    ``(..., K, D)`` against ``loc``. :func:`mixture_from_parameters` turns
-    one draw of them into a :class:`~dpgmm_ppl.GaussianMixture`.
-
-    Parameters
-    ----------
-    samples : dict
-        ``weights``, ``loc``, ``scale`` and, for full covariances,
-        ``scale_tril``, with any common leading dims.
-
-    Returns
-    -------
-    tuple of np.ndarray
-    """
-    weights, loc = np.asarray(samples["weights"]), np.asarray(samples["loc"])
-    if "scale_tril" in samples:
-        return weights, loc, np.asarray(samples["scale_tril"])
-    scale = np.asarray(samples["scale"])
-    if scale.ndim < loc.ndim:  # spherical: one scale per component
-        scale = np.broadcast_to(scale[..., None], loc.shape)
-    return weights, loc, scale
-
-
-def covariance_matrices(samples):
-    r"""The covariance matrix of every component, ``(..., K, D, D)``, for vector data.
-
-    :math:`L L^\top` for full covariances, :math:`\operatorname{diag}\sigma^2`
-    for diagonal and :math:`\sigma^2 I` for spherical ones.
-
-    Parameters
-    ----------
-    samples : dict
-        ``loc``, ``scale`` and, for full covariances, ``scale_tril``, with any
-        common leading dims.
-
-    Returns
-    -------
-    np.ndarray
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> covariance_matrices({"loc": np.zeros((1, 2)), "scale": np.array([2.0])}).tolist()
-    [[[4.0, 0.0], [0.0, 4.0]]]
-    """
-    _, loc, spread = component_parameters({"weights": np.zeros(0), **samples})
-    if loc.ndim < 2:
-        raise ValueError(f"covariance matrices need vector data; loc has shape {loc.shape}")
-    spread = np.asarray(spread, np.float64)
-    if spread.ndim == loc.ndim + 1:
-        return spread @ np.swapaxes(spread, -1, -2)
-    return spread[..., :, None] ** 2 * np.eye(loc.shape[-1])
-
-
-def mixture_from_parameters(weights, loc, spread):
-    """The :class:`~dpgmm_ppl.GaussianMixture` of one draw of :func:`component_parameters`."""
-    if jnp.ndim(spread) == jnp.ndim(loc) + 1:
-        return GaussianMixture(weights, loc, scale_tril=spread)
-    return GaussianMixture(weights, loc, spread)
-
-
-@jax.jit
-def _pointwise(weights, loc, spread, x):
-    """``log p(x_n | draw s)`` for stacked draws: shape (S, n)."""
-
-    def one(params):
-        return mixture_from_parameters(*params).log_prob(x)
-
-    return jax.lax.map(one, (weights, loc, spread), batch_size=_DRAW_BATCH)
-
-
-def mixture_log_density(samples, x):
-    """Log density of ``x`` under every draw in ``samples``.
-
-    Parameters
-    ----------
-    samples : dict
-        ``weights``, ``loc`` and ``scale`` (and ``scale_tril`` for full
-        covariances) with leading dims ``(chain, draw)``.
-    x : Float[Array, "n"] or Float[Array, "n D"]
-        Points.
-
-    Returns
-    -------
-    np.ndarray
-        Shape ``(chain, draw, n)``.
-    """
-    lead = np.shape(samples["weights"])[:2]
-    flat = _flat_parameters(samples)
-    values = _pointwise(*flat, _padded_points(x, flat[1].dtype))[:, : np.shape(x)[0]]
-    return np.asarray(values).reshape(lead + (np.shape(x)[0],))
-
-
-def _padded_points(x, dtype):
-    """``x`` padded with copies of its last row to a bucket of rows
-    (:func:`~dpgmm_ppl.density.bucket_size`), so that point sets of nearby
-    sizes (cross-validation folds) share one compiled evaluation."""
-    x = np.asarray(x, dtype)
-    padding = bucket_size(x.shape[0]) - x.shape[0]
-    if padding and x.shape[0]:
-        x = np.concatenate([x, np.repeat(x[-1:], padding, axis=0)])
-    return jnp.asarray(x)
-
-
-def _flat_parameters(samples):
-    """:func:`component_parameters` with ``(chain, draw)`` flattened into one axis."""
-    return [
-        jnp.reshape(jnp.asarray(value), (-1,) + np.shape(value)[2:])
-        for value in component_parameters(samples)
-    ]
-
-
-@jax.jit
-def _mean_responsibilities(weights, loc, spread, x):
-    """Responsibilities ``p(z_n = k | x_n, draw)`` averaged over stacked draws: (n, K)."""
-
-    def add(total, params):
-        log_joint = mixture_from_parameters(*params).component_log_prob(x)
-        return total + jax.nn.softmax(log_joint, axis=-1), None
-
-    zeros = jnp.zeros((x.shape[0], weights.shape[-1]), loc.dtype)
-    total, _ = jax.lax.scan(add, zeros, (weights, loc, spread))
-    return total / weights.shape[0]
-
-
-def _hdi_bounds(values, prob):
-    """Shortest interval holding ``prob`` of the values along axis 0, per column."""
-    ordered = np.sort(values, axis=0)
-    count = ordered.shape[0]
-    width = min(count - 1, max(0, int(np.ceil(prob * count)) - 1))
-    spans = ordered[width:] - ordered[: count - width]
-    start = np.argmin(spans, axis=0)
-    columns = np.arange(ordered.shape[1])
-    return ordered[start, columns], ordered[start + width, columns]
-
-
-class DensityBand(NamedTuple):
-    """A predictive density on a grid: the mean over draws and a credible band.
-
-    For MAP (one draw per chain) ``lower`` and ``upper`` equal ``mean``.
-    """
-
-    grid: np.ndarray
-    mean: np.ndarray
-    lower: np.ndarray
-    upper: np.ndarray
+__all__ = ["Fit"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -193,7 +48,8 @@ class Fit:
     Attributes
     ----------
     backend : str
-        ``"map"``, ``"svi"`` or ``"nuts"``.
+        The backend's name: ``"map"``, ``"svi"``, ``"nuts"`` or another
+        registered one (:data:`dpgmm_ppl.infer.BACKENDS`).
     samples : dict of str to np.ndarray
         Constrained latent sites ``alpha``, ``weights``, ``loc``, ``scale``
         (and, for full covariances, ``corr_cholesky`` and ``scale_tril``),
@@ -237,6 +93,13 @@ class Fit:
         given one, the CSV header for ``dpgmm-ppl fit``; ``None`` otherwise
         (the figures then say ``x[0]``, ``x[1]``, ...). Set them on any fit
         with ``dataclasses.replace(fit, names=("a", "b"))``.
+    kind : str or None
+        What the backend is (:data:`~dpgmm_ppl.infer.base.KINDS`):
+        ``"optimum"``, ``"variational"`` or ``"sampler"``. By default the
+        kind of the registered backend named ``backend``; ``None`` for a name
+        that is not registered, which is then treated as a posterior of
+        independent draws. :attr:`is_point_estimate` and :attr:`is_mcmc`
+        ask about it.
 
     Examples
     --------
@@ -273,6 +136,31 @@ class Fit:
     permutations: Optional[np.ndarray] = None
     covariance: str = "diag"
     names: Optional[tuple] = None
+    kind: Optional[str] = None
+
+    def __post_init__(self):
+        from dpgmm_ppl.infer import BACKENDS, KINDS
+
+        if self.kind is None:
+            registered = BACKENDS.get(self.backend) if isinstance(self.backend, str) else None
+            object.__setattr__(self, "kind", None if registered is None else registered.kind)
+        elif self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {list(KINDS)} or None, got {self.kind!r}")
+
+    @property
+    def is_point_estimate(self) -> bool:
+        """Whether each chain is one restart's optimum (kind ``"optimum"``).
+
+        The best chain (:attr:`best_chain`) then stands for the fit, by
+        default, rather than every chain pooled.
+        """
+        return self.kind == "optimum"
+
+    @property
+    def is_mcmc(self) -> bool:
+        """Whether the chains are Markov chains (kind ``"sampler"``): trace
+        plots, effective sample sizes and divergences apply."""
+        return self.kind == "sampler"
 
     @property
     def num_chains(self) -> int:
@@ -289,12 +177,12 @@ class Fit:
 
     @property
     def best_chain(self) -> int:
-        """The chain (restart) with the best objective: for MAP the highest
-        value of the objective it maximised (``sample_stats["objective"]``;
-        ``log_joint``, then ``lp``, for fits made before it was recorded),
-        the highest mean ``lp`` otherwise."""
+        """The chain (restart) with the best objective: for an optimum (MAP)
+        the highest value of the objective it maximised
+        (``sample_stats["objective"]``; ``log_joint``, then ``lp``, for fits
+        made before it was recorded), the highest mean ``lp`` otherwise."""
         key = "lp"
-        if self.backend == "map":
+        if self.is_point_estimate:
             key = next(
                 (name for name in ("objective", "log_joint") if name in self.sample_stats), "lp"
             )
@@ -349,7 +237,7 @@ class Fit:
         caption = f"Fit: backend {self.backend!r}, covariance {self.covariance!r}"
         return _display.html_table(self._summary_rows(), caption=caption)
 
-    def _check_points(self, x, name="x"):
+    def _check_points(self, x: Any, name: str = "x") -> np.ndarray:
         x = check_data(x, name=name, min_points=1, dtype=self.data.dtype)
         if (x.ndim == 1) != (self.data.ndim == 1) or x.shape[1:] != self.data.shape[1:]:
             expected = "(n,)" if self.dim is None else f"(n, {self.dim})"
@@ -372,7 +260,7 @@ class Fit:
         index = self._check_chain(chain)
         return {name: value[index : index + 1] for name, value in self.samples.items()}
 
-    def log_predictive_density(self, x, *, chain=None):
+    def log_predictive_density(self, x: ArrayLike, *, chain: int | None = None) -> np.ndarray:
         """Per-point log predictive density of new data.
 
         For MAP, the density of the restart with the best objective (or of
@@ -396,13 +284,12 @@ class Fit:
         flat = values.reshape(-1, values.shape[-1])
         return np.asarray(logsumexp(flat, axis=0) - np.log(flat.shape[0]))
 
-    def _flat(self, samples):
-        return _flat_parameters(samples)
-
     def _default_chain(self, chain):
-        return self.best_chain if chain is None and self.backend == "map" else chain
+        return self.best_chain if chain is None and self.is_point_estimate else chain
 
-    def predictive_density(self, grid, *, hdi_prob=0.9, chain=None):
+    def predictive_density(
+        self, grid: ArrayLike, *, hdi_prob: float = 0.9, chain: int | None = None
+    ) -> DensityBand:
         """Predictive density on a grid: mean over draws and an HDI band.
 
         Parameters
@@ -430,7 +317,7 @@ class Fit:
         mean = np.exp(self.log_predictive_density(grid, chain=chain))
         return DensityBand(grid=grid, mean=mean, lower=lower, upper=upper)
 
-    def cluster_probabilities(self, x, *, chain=None):
+    def cluster_probabilities(self, x: ArrayLike, *, chain: int | None = None) -> np.ndarray:
         """Per-point responsibilities ``p(component k | x_n)``, averaged over draws.
 
         Averaging over draws assumes the component labels mean the same thing
@@ -444,27 +331,32 @@ class Fit:
         """
         x = self._check_points(x)
         samples = self._select(self._default_chain(chain))
-        flat = self._flat(samples)
+        flat = _flat_parameters(samples)
         mean = _mean_responsibilities(*flat, _padded_points(x, flat[1].dtype))
         return np.asarray(mean)[: np.shape(x)[0]]
 
-    def predict(self, x, *, chain=None):
+    def predict(self, x: ArrayLike, *, chain: int | None = None) -> np.ndarray:
         """The most probable component of each point, shape ``(n,)``."""
         return np.argmax(self.cluster_probabilities(x, chain=chain), axis=-1)
 
-    def num_components_used(self, threshold=0.01):
+    def num_components_used(self, threshold: float = 0.01) -> np.ndarray:
         """Number of components whose weight exceeds ``threshold``, per draw: (chain, draw)."""
         if not isinstance(threshold, (float, int)) or not 0 <= threshold < 1:
             raise ValueError(f"threshold must be a float in [0, 1), got {threshold!r}")
         return np.sum(self.samples["weights"] > threshold, axis=-1)
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the fit to a netCDF file (see :func:`dpgmm_ppl.load`)."""
         from dpgmm_ppl.persistence import save
 
         return save(self, path)
 
-    def to_arviz(self, *, log_likelihood="auto", posterior_predictive=False):
+    def to_arviz(
+        self,
+        *,
+        log_likelihood: Literal["auto"] | bool = "auto",
+        posterior_predictive: bool | dict[str, Any] = False,
+    ) -> Any:
         """The fit as ArviZ data (``InferenceData`` on ArviZ 0.x, ``DataTree`` on 1.x).
 
         Groups: ``posterior`` (``alpha``, ``weights``, ``loc``, ``scale``, with
@@ -494,7 +386,9 @@ class Fit:
             self, log_likelihood=log_likelihood, posterior_predictive=posterior_predictive
         )
 
-    def posterior_predictive(self, rng_key=0, *, num_samples=None):
+    def posterior_predictive(
+        self, rng_key: jax.Array | int = 0, *, num_samples: int | None = None
+    ) -> dict[str, np.ndarray]:
         """Replicated data sets of the training data's shape, from each draw's mixture.
 
         See :func:`dpgmm_ppl.predictive.posterior_predictive`; the same key
@@ -516,7 +410,7 @@ class Fit:
 
         return posterior_predictive(self, rng_key, num_samples=num_samples)
 
-    def diagnostics(self):
+    def diagnostics(self) -> Diagnostics:
         """Divergences, max R-hat and min bulk ESS of the label-invariant quantities.
 
         See :func:`dpgmm_ppl.diagnostics.diagnose` for the quantities (``alpha``,
