@@ -164,18 +164,21 @@ class LogDensity(NamedTuple):
         return rows
 
     def seed_position(
-        self, rng_key: jax.Array, data: jax.Array | np.ndarray
+        self, rng_key: jax.Array, data: jax.Array | np.ndarray,
+        num_active: int | jax.Array | None = None,
     ) -> dict[str, jax.Array]:
         """An unconstrained start seeded by k-means++ on the real rows of ``data``.
 
         ``data`` is :attr:`data` (or rows of it for host data): rows past
-        :attr:`num_data`, the padding, are never picked. Traceable; the
+        :attr:`num_data`, the padding, are never picked. With ``num_active``
+        only that many components take points, the rest start empty
+        (:func:`~dpgmm_ppl.initialization.kmeanspp_init`). Traceable; the
         backends call it once per restart or chain.
         """
         row_counts = None if self.params is None else self.params.row_counts
         seeded = kmeanspp_init(
             rng_key, data, self.num_components, self.model_kwargs["priors"],
-            num_data=self.num_data, row_counts=row_counts,
+            num_data=self.num_data, row_counts=row_counts, num_active=num_active,
         )
         return self.standard_unconstrain_fn(seeded)
 

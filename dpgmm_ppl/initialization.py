@@ -86,6 +86,7 @@ def kmeanspp_init(
     priors: Priors,
     num_data: int | jax.Array | None = None,
     row_counts: jax.Array | None = None,
+    num_active: int | jax.Array | None = None,
 ) -> dict[str, jax.Array]:
     """Constrained starting values of every latent site, seeded by k-means++.
 
@@ -109,6 +110,11 @@ def kmeanspp_init(
         per process, each its real rows followed by padding; ``row_counts``
         are their real rows and ``num_data`` their sum. The seeding is the
         one of the real rows, in block order, alone.
+    num_active : int or Array, optional
+        Only the first ``num_active`` centres of the seeding (themselves a
+        k-means++ seeding of that many) take points; the other components
+        start empty, at the smallest weight and the prior's mode of a scale.
+        May be traced. ``None``: all ``num_components``.
 
     Returns
     -------
@@ -126,6 +132,7 @@ def kmeanspp_init(
     >>> sorted(round(float(v)) for v in init["loc"])
     [-5, 5]
     """
+    data = jnp.asarray(data)
     points = data[:, None] if data.ndim == 1 else data
     num_rows = points.shape[0]
     num_valid: int | jax.Array
@@ -139,6 +146,8 @@ def kmeanspp_init(
         valid = jnp.arange(num_rows) < num_valid
     centers = _kmeanspp_centers(rng_key, points, num_components, num_valid, valid, row_counts)
     sq_dist = jnp.sum((points[:, None, :] - centers[None]) ** 2, axis=-1)
+    if num_active is not None:
+        sq_dist = jnp.where(jnp.arange(num_components) < num_active, sq_dist, jnp.inf)
     nearest = jnp.argmin(sq_dist, axis=-1)
     one_hot = jax.nn.one_hot(nearest, num_components, dtype=points.dtype)
     if valid is not None:

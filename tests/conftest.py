@@ -34,11 +34,11 @@ jax.config.update("jax_enable_x64", X64)
 #: (most tests first) left the 2-minute SBC check for last, one worker idle.
 LONG_FILES = (
     "test_seed_data.py",  # 213
-    "test_map_objective.py",  # 200 (estimated)
     "test_notebooks.py",  # 176
     "test_sbc.py",  # 140
     "test_sklearn_estimator.py",  # 119
-    "test_numerics.py",  # 70
+    "test_map_objective.py",  # 87 (one idle core, 2026-12-04)
+    "test_numerics.py",  # 51 (one idle core, 2026-12-04)
     "test_multiprocess.py",  # 55 (2 processes x 2 devices, mostly compilation)
     "test_sharding.py",  # 51
     "test_covariance.py",  # 50

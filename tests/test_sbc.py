@@ -10,8 +10,9 @@ is fixed, so the outcome is the same on every run of one platform.
 Measured (JAX 0.10.2, 2 CPU cores), p for alpha, the largest weight and the
 log-likelihood: every stick non-centred, 120 replications, 0.44, 0.18,
 0.57 (18 divergent transitions, about 45 s); the occupied sticks centred
-(``"auto"``) through ``fit``, 70 replications, 0.087, 0.51, 0.65 (5
-divergent, about 60 s). NumPyro's centred chart of the sticks gave p =
+(``"auto"``) through ``fit``, 70 replications, 0.40, 0.27, 0.89 (3
+divergent, about 60 s; 0.087, 0.51, 0.65 before the starts were seeded over
+fewer components, ``infer/_nuts_starts.py``). NumPyro's centred chart of the sticks gave p =
 0.0034 for alpha at 200 replications, which the first test would catch.
 """
 
