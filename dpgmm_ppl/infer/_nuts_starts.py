@@ -18,8 +18,8 @@ from dpgmm_ppl.infer._optimise import optimise
 from dpgmm_ppl.infer._progress import StepBar
 from dpgmm_ppl.reparam import log_weights_from_coordinates
 
-__all__ = ["CANDIDATES_PER_CHAIN", "active_components", "descend", "hessian_inverse_mass", "init_positions",
-           "sort_by_weight", "sorted_values"]
+__all__ = ["CANDIDATES_PER_CHAIN", "active_components", "descend", "hessian_inverse_mass",
+           "init_positions", "sort_by_weight", "sorted_values"]
 
 #: k-means++ seedings descended per chain when ``num_init_steps > 0``.
 CANDIDATES_PER_CHAIN = 4
@@ -113,12 +113,12 @@ def active_components(num_components, num_chains):
 
     Seeded over every component, a descent of a thousand steps ends with
     each cluster split over several components (on the seed data at K = 25,
-    the largest weight 0.13 to 0.21 against a true 0.53), and NUTS spends its
-    warmup merging them, some chains into other configurations than the
-    rest. Seeded over fewer, the descent ends lower on the potential and
-    nearer the occupied clusters (there, 6 or 8 seeded: 53,748 to 53,750,
-    against 53,751 to 53,760 from 25); the lowest potentials pick among the
-    :data:`CANDIDATES_PER_CHAIN` sizes per chain.
+    key 1, the kept starts' largest weight 0.13 to 0.17 against a true
+    0.53), and NUTS spends its warmup merging them, some chains into other
+    configurations than the rest. With this ladder the kept starts end lower
+    on the potential and nearer the occupied clusters (there, 53,747 to
+    53,749 against 53,757 to 53,759; ``benchmarks/README.md``); the lowest
+    potentials pick among the :data:`CANDIDATES_PER_CHAIN` sizes per chain.
 
     Examples
     --------

@@ -12,8 +12,8 @@ shape compiles nothing. :func:`init` and :func:`step` drive the same kernel
 one transition at a time.
 
 Starting points (:mod:`dpgmm_ppl.infer._nuts_starts`). Several k-means++
-seedings per chain, over fewer and fewer of the components, descend the
-potential; the lowest are kept, components in order of decreasing weight. The stick-breaking prior is
+seedings per chain, over fewer and fewer components, descend the potential;
+the lowest are kept, in order of decreasing weight. The prior is
 not exchangeable, so each order of the components is a mode of its own that
 NUTS does not leave; chains started in one order let R-hat measure mixing
 within one labelling, and descended starts spare the first warmup windows
