@@ -202,7 +202,7 @@ def fit(
         ``dense_mass``, ``max_warmup_tree_depth`` and ``centered_sticks``
         left at their defaults are set by the number of points: 0.9, a
         dense mass matrix where the warmup can estimate it, full-depth
-        warmup trees and 0 below 2,000 points; 0.8, diagonal, depth 8 and
+        warmup trees and 0 below 2,000 points; 0.85, diagonal, depth 8 and
         ``"auto"`` from there on (:func:`dpgmm_ppl.infer.nuts.size_defaults`).
         ``parameterization`` picks the chart of the unconstrained space in
         which SVI's Gaussian family lives and NUTS moves

@@ -298,7 +298,7 @@ def test_warmup_options_reach_numpyro_s_kernel(monkeypatch):
     with pytest.raises(Stop):
         dpgmm_ppl.fit(many, **options)
     assert made[2]["max_tree_depth"] == (8, 10)
-    assert made[2]["dense_mass"] is False and made[2]["target_accept_prob"] == 0.8
+    assert made[2]["dense_mass"] is False and made[2]["target_accept_prob"] == 0.85
 
 
 def test_centred_sticks_are_those_with_enough_points_after_them():

@@ -44,10 +44,10 @@ def seed_nuts_fit():
     and scale are free when its weight is small, pinned when it is not) that
     NUTS crosses only with deep trees (``benchmarks/README.md``, NUTS).
     Shorter than the default 500 + 500 for the suite's time (81 s on two
-    shared CPU cores; 3.3 minutes at 500 + 500). At 200 + 200 (key 0): no
-    divergence, R-hat 0.998 (alpha) and 1.005 (lp), ESS 750 and 346, held-out
-    gap 0.00003 nats (measured 2026-12-04, with the
-    starts then seeded over every component). Returns the truth, the fit and the
+    shared CPU cores; 3.3 minutes at 500 + 500). At 200 + 200 (key 0, the
+    laddered starts, target 0.85): no divergence, R-hat 1.001 (alpha) and
+    1.005 (lp), ESS 667 and 417, 25 leapfrog steps a draw, held-out gap
+    0.00003 nats (measured 2026-12-04). Returns the truth, the fit and the
     RuntimeWarnings raised while fitting (a divergence warns).
     """
     import dpgmm_ppl
