@@ -43,7 +43,7 @@ def seed_nuts_fit():
     Four components, not 25: each spare component adds a funnel (its location
     and scale are free when its weight is small, pinned when it is not) that
     NUTS crosses only with deep trees (``benchmarks/README.md``, NUTS).
-    Shorter than the default 500 + 500 for the suite's time (81 s on two
+    Shorter than the default 500 + 500 for the suite's time (74 s on two
     shared CPU cores; 3.3 minutes at 500 + 500). At 200 + 200 (key 0, the
     laddered starts, target 0.85): no divergence, R-hat 1.001 (alpha) and
     1.005 (lp), ESS 667 and 417, 25 leapfrog steps a draw, held-out gap
