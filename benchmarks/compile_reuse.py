@@ -12,8 +12,9 @@ the compiled programs take the data and priors as arguments.
 
 Data: ``galaxies()`` (82 x 1), ``old_faithful()`` (272 x 2; the default
 ``"diag"`` covariance for ``fit``, ``"full"`` for the estimator in the CV),
-iris (150 x 4, scikit-learn's ``load_iris``, bundled with it) and the seed data (``seed_mixture()``, 19,000 x 1; MAP and SVI only, and
-not with ``--quick``). Every fit: ``rng_key=0``, 25 components (the default),
+iris (150 x 4, scikit-learn's ``load_iris``, bundled with it) and the seed
+data (``seed_mixture()``, 19,000 x 1; MAP and SVI only, and not with
+``--quick``). Every fit: ``rng_key=0``, 25 components (the default),
 one chain. Backend settings (full mode / ``--quick``):
 
 - MAP: the defaults, 10,000 Adam(0.05) steps / 2,000 steps;
@@ -81,8 +82,9 @@ Sections (``--only`` picks some):
     weight_concentration_prior_type="dirichlet_process", max_iter=1000,
     random_state=0)`` on the same folds. The estimator fits with
     the persistent cache off (see ``in_process``). Target: ours' total at
-    most sklearn's (ratio <= 1) on each. The mean held-out scores are printed too
-    (ours: log predictive density; sklearn's: log likelihood of its fit).
+    most sklearn's (ratio <= 1) on each. The mean held-out scores are
+    printed too (ours: log predictive density; sklearn's: log likelihood of
+    its fit).
 
 ``seed``
     (Not with ``--quick``.) The seed data, MAP, 50 components, 3,000 steps,
@@ -141,6 +143,7 @@ def _iris():
     from sklearn.datasets import load_iris
 
     return load_iris().data
+
 
 SECTIONS = ("in_process", "processes", "cli", "cv", "seed")
 #: The small real data sets every section but ``seed`` fits: 1-D, 2-D and 4-D.
