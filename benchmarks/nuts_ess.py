@@ -30,7 +30,7 @@ chains, warmup and draws.
     The same call with the options given on the command line
     (``--dense-mass``, ``--target-accept-prob``, ``--max-tree-depth``,
     ``--max-warmup-tree-depth``, ``--init-inverse-mass``,
-    ``--centered-sticks``), printed after the defaults.
+    ``--centered-sticks``, ``--split-merge``), printed after the defaults.
 
 ``pymc`` (only where PyMC is installed: ``pip install 'dpgmm-ppl[pymc]'``)
     The same model in PyMC (Beta sticks, ``NormalMixture``), ``pm.sample``
@@ -196,7 +196,7 @@ def run_pymc(data, args):
 
 
 OPTION_NAMES = ("max_tree_depth", "max_warmup_tree_depth", "target_accept_prob", "dense_mass",
-                "init_inverse_mass", "centered_sticks")
+                "init_inverse_mass", "centered_sticks", "split_merge")
 
 
 def run_key(data, args, key):
@@ -260,6 +260,8 @@ def main(argv=None):
                         help="the options row: the first inverse mass matrix")
     parser.add_argument("--centered-sticks", default=None,
                         help="the options row: 'auto' or an int")
+    parser.add_argument("--split-merge", type=int, default=None,
+                        help="the options row: split-merge proposals per transition")
     parser.add_argument("--rng-keys", type=int, nargs="+", default=[0],
                         help="one row group per key, every sampler with that key (default: 0); "
                              "with several, the medians over keys are printed")

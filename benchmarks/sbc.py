@@ -36,6 +36,8 @@ choose through the public ``dpgmm_ppl.fit`` instead (:func:`run_sbc_fit`:
 each replication one ``fit`` call, the later ones reusing the first one's
 compiled programs) and prints one table; ``benchmarks/README.md`` has its
 figures (the centred chart fails on all three statistics).
+``noncentered+jumps`` and ``auto+jumps`` are the same charts with
+``split_merge=4``, the split-merge jumps between NUTS transitions.
 ``tests/test_sbc.py`` (slow) runs :func:`run_sbc` at the reduced size below.
 
 Measured (JAX 0.10.2, 2 shared CPU cores), chi-square p-values:
@@ -264,6 +266,11 @@ CHARTS = {
     "noncentered": {"parameterization": "noncentered", "centered_sticks": 0},
     "centered": {"parameterization": "centered"},
     "auto": {"parameterization": "noncentered", "centered_sticks": "auto"},
+    # The same charts with split-merge jumps between the NUTS transitions.
+    "noncentered+jumps": {"parameterization": "noncentered", "centered_sticks": 0,
+                          "split_merge": 4},
+    "auto+jumps": {"parameterization": "noncentered", "centered_sticks": "auto",
+                   "split_merge": 4},
 }
 
 

@@ -198,7 +198,10 @@ def fit(
         ``"centered"``), ``centered_sticks`` (0: every stick non-centred;
         ``"auto"``: the sticks of the components the data occupy keep
         NumPyro's centred chart, chosen after the first half of the warmup;
-        or how many of the first sticks to centre). ``target_accept_prob``,
+        or how many of the first sticks to centre), ``split_merge``
+        (split-merge proposals after each transition, which move a small
+        component into its neighbour or the reverse; 0, the default, for
+        none; diagonal or 1-d covariances). ``target_accept_prob``,
         ``dense_mass``, ``max_warmup_tree_depth`` and ``centered_sticks``
         left at their defaults are set by the number of points: 0.9, a
         dense mass matrix where the warmup can estimate it, full-depth

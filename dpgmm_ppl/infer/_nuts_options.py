@@ -16,7 +16,8 @@ from numpyro.infer.hmc_util import build_adaptation_schedule
 from dpgmm_ppl._validation import check_parameterization, check_positive_int
 from dpgmm_ppl.infer._progress import check_progress_bar
 
-__all__ = ["CHAIN_METHODS", "MANY_POINTS", "resolve_chain_method", "resolve_dense_mass",
+__all__ = ["CHAIN_METHODS", "MANY_POINTS", "check_split_merge", "resolve_chain_method",
+           "resolve_dense_mass",
            "size_defaults", "validate_options", "warn_of_centered_chart",
            "warn_on_divergences"]
 
@@ -169,6 +170,23 @@ def warn_on_divergences(diverging, target_accept_prob, dense_mass):
     )
 
 
+def check_split_merge(split_merge, density, parameterization):
+    """``split_merge`` as an int, refused where the jumps do not apply."""
+    if not split_merge:
+        return 0
+    if density.covariance != "diag" and density.init_position["loc"].ndim > 1:
+        raise ValueError(
+            "split_merge needs covariance='diag' (or 1-d data), "
+            f"got covariance={density.covariance!r} with split_merge={split_merge}"
+        )
+    if parameterization != "noncentered":
+        raise ValueError(
+            "split_merge needs parameterization='noncentered', "
+            f"got parameterization={parameterization!r} with split_merge={split_merge}"
+        )
+    return int(split_merge)
+
+
 def validate_options(options, *, default_centered_sticks):
     """Refuse NUTS options of the wrong type or range, naming the option."""
     check_positive_int("num_samples", options["num_samples"])
@@ -182,6 +200,7 @@ def validate_options(options, *, default_centered_sticks):
             f"got {options['init_inverse_mass']!r}"
         )
     check_positive_int("num_init_steps", options["num_init_steps"], minimum=0)
+    check_positive_int("split_merge", options["split_merge"], minimum=0)
     target = options["target_accept_prob"]
     if target is not None and (
         isinstance(target, (bool, np.bool_)) or not isinstance(target, (int, float, np.floating))

@@ -14,11 +14,13 @@ data, params)``, kept by :func:`~dpgmm_ppl.infer._common.cached_program`.
 from __future__ import annotations
 
 import jax
+import numpy as np
 from numpyro.infer.hmc import hmc
 
 from dpgmm_ppl.infer._common import cached_program, compile_and_run
+from dpgmm_ppl.infer._nuts_moves import make_jumps
 
-__all__ = ["EXTRA_FIELDS", "run_sampler"]
+__all__ = ["EXTRA_FIELDS", "run_sampler", "sample_stats_of"]
 
 #: Per-draw fields of the kernel's state that are kept (NumPyro's names).
 EXTRA_FIELDS = (
@@ -49,6 +51,8 @@ def _make_chain(template, settings, bar):
     def run_chain(rng_key, start, inverse_mass, data, params):
         init_kernel, sample_kernel = hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
         model_args = (data, params)
+        num_jumps = settings["split_merge"]
+        transition = _with_jumps(sample_kernel, template, num_jumps, data, params)
         state = init_kernel(
             start,
             num_warmup,
@@ -62,20 +66,46 @@ def _make_chain(template, settings, bar):
         )
 
         def warmup(state, _):
-            state = sample_kernel(state, model_args=model_args)
+            state, _ = transition(state, model_args)
             bar.report(1, state.potential_energy)
             return state, None
 
         def draw(state, _):
-            state = sample_kernel(state, model_args=model_args)
+            state, jumps = transition(state, model_args)
             bar.report(1, state.potential_energy)
-            return state, (state.z, _extra_fields(state))
+            fields = _extra_fields(state)
+            if num_jumps:
+                fields["jumps_accepted"] = jumps
+            return state, (state.z, fields)
 
         state, _ = jax.lax.scan(warmup, state, None, length=num_warmup)
         state, (draws, fields) = jax.lax.scan(draw, state, None, length=num_samples)
         return state.z, draws, fields
 
     return run_chain
+
+
+def _with_jumps(sample_kernel, template, num_jumps, data, params):
+    """NUTS's transition followed by ``num_jumps`` split-merge proposals
+    (:mod:`~dpgmm_ppl.infer._nuts_moves`); NUTS's own with none."""
+    if not num_jumps:
+        return lambda state, model_args: (sample_kernel(state, model_args=model_args), None)
+    density = template.bind(params)
+    jump = make_jumps(
+        lambda z: density.potential_fn(z, data), density.num_centered_sticks, num_jumps
+    )
+
+    def transition(state, model_args):
+        state = sample_kernel(state, model_args=model_args)
+        key, jump_key = jax.random.split(state.rng_key)
+        z, potential, grad, accepted = jump(
+            jump_key, state.z, state.potential_energy, state.z_grad,
+            params.num_data, params.priors,
+        )
+        state = state._replace(z=z, potential_energy=potential, z_grad=grad, rng_key=key)
+        return state, accepted
+
+    return transition
 
 
 def _chains(run_chain, chain_method):
@@ -135,3 +165,29 @@ def run_sampler(rng_key, density, starts, inverse_mass, *, bar, chain_method, **
         program, (keys, starts, inverse_mass, density.data, density.params), bar
     )
     return last, draws, fields, timing
+
+
+#: Fields of the kernel state recorded per draw, and their ArviZ names.
+_STAT_NAMES = {
+    "potential_energy": "lp",
+    "accept_prob": "acceptance_rate",
+    "num_steps": "n_steps",
+    "adapt_state.step_size": "step_size",
+    "energy": "energy",
+}
+
+
+def sample_stats_of(extra_fields):
+    """The per-draw fields of :func:`run_sampler` as ArviZ's sample statistics."""
+    stats = {name: extra_fields[field] for field, name in _STAT_NAMES.items()}
+    stats["lp"] = -stats["lp"]
+    stats["diverging"] = extra_fields["diverging"]
+    if "jumps_accepted" in extra_fields:
+        stats["jumps_accepted"] = extra_fields["jumps_accepted"]
+    # NumPyro does not record the depth. A tree of depth d that runs to the
+    # end takes 2**d - 1 leapfrog steps, so this is exact for those (ArviZ's
+    # own NumPyro converter uses the same formula); a tree stopped early by
+    # a U-turn or a divergence inside a subtree reports the depth it reached.
+    n_steps = np.maximum(np.asarray(stats["n_steps"]), 1)
+    stats["tree_depth"] = np.floor(np.log2(n_steps)).astype(np.int64) + 1
+    return stats

@@ -44,6 +44,7 @@ from dpgmm_ppl.infer._common import CompileTimer
 from dpgmm_ppl.infer._nuts_chart import centered_stick_count, plan_scouting, scout
 from dpgmm_ppl.infer._nuts_options import (
     MANY_POINTS,
+    check_split_merge,
     resolve_dense_mass,
     size_defaults,
     validate_options,
@@ -53,7 +54,7 @@ from dpgmm_ppl.infer._nuts_options import (
 from dpgmm_ppl.infer._nuts_options import (
     resolve_chain_method as _resolve_chain_method,
 )
-from dpgmm_ppl.infer._nuts_program import run_sampler
+from dpgmm_ppl.infer._nuts_program import run_sampler, sample_stats_of
 from dpgmm_ppl.infer._nuts_starts import hessian_inverse_mass, init_positions, unconstrain_all
 from dpgmm_ppl.infer._progress import StepBar
 from dpgmm_ppl.infer.base import Backend, BackendOutput, check_chart
@@ -73,16 +74,6 @@ __all__ = [
     "step",
 ]
 
-#: Fields of the kernel state recorded per draw, and their ArviZ names.
-_STAT_NAMES = {
-    "potential_energy": "lp",
-    "accept_prob": "acceptance_rate",
-    "num_steps": "n_steps",
-    "adapt_state.step_size": "step_size",
-    "energy": "energy",
-}
-
-
 def run_nuts(
     rng_key: jax.Array,
     density: LogDensity,
@@ -99,6 +90,7 @@ def run_nuts(
     init_inverse_mass: str = "identity",
     max_warmup_tree_depth: int | None = None,
     centered_sticks: str | int | None = 0,
+    split_merge: int = 0,
     progress_bar: bool = False,
 ) -> BackendOutput:
     """Run ``num_chains`` NUTS chains on the shared log-density.
@@ -163,6 +155,12 @@ def run_nuts(
         the module notes and :func:`centered_stick_count`); ``lp`` is then
         the log density in the chosen chart. Not allowed with
         ``parameterization="centered"`` (every stick is centred there).
+    split_merge : int
+        Split-merge proposals after each NUTS transition, warmup included
+        (:mod:`~dpgmm_ppl.infer._nuts_moves`): Metropolis-Hastings jumps
+        that take a small component into its neighbour and leave it empty,
+        or the reverse, which NUTS alone seldom does. ``0``: none. Needs
+        ``parameterization="noncentered"`` and a diagonal (or 1-d) covariance.
     progress_bar : bool
         Show a tqdm bar on stderr over the iterations of every chain (one
         more for the scouting warmup), advanced from inside the compiled
@@ -194,7 +192,7 @@ def run_nuts(
         density, parameterization, num_chains, num_warmup, target_accept_prob=target_accept_prob,
         dense_mass=dense_mass, max_tree_depth=max_tree_depth,
         max_warmup_tree_depth=max_warmup_tree_depth, centered_sticks=centered_sticks,
-        chain_method=chain_method,
+        chain_method=chain_method, split_merge=split_merge,
     )
     init_key, sample_key = jax.random.split(rng_key)
     if parameterization == "noncentered" and not is_scouting:
@@ -222,7 +220,7 @@ def run_nuts(
             num_warmup=num_warmup, num_samples=num_samples, **settings,
         )
     total_seconds = time.perf_counter() - start
-    sample_stats = _sample_stats(jax.tree_util.tree_map(np.asarray, fields))
+    sample_stats = sample_stats_of(jax.tree_util.tree_map(np.asarray, fields))
     warn_on_divergences(sample_stats["diverging"], target_accept_prob, settings["dense_mass"])
     timing = {"compile_seconds": timer.seconds, "run_seconds": total_seconds - timer.seconds}
     return BackendOutput(
@@ -232,7 +230,8 @@ def run_nuts(
 
 
 def _resolve(density, parameterization, num_chains, num_warmup, *, target_accept_prob,
-             dense_mass, max_tree_depth, max_warmup_tree_depth, centered_sticks, chain_method):
+             dense_mass, max_tree_depth, max_warmup_tree_depth, centered_sticks, chain_method,
+             split_merge):
     """``(settings, target_accept_prob, scouting)``: the sampler's settings, every
     default resolved, and the plan of the scouting (:func:`plan_scouting`)."""
     target_accept_prob, dense_mass, max_warmup_tree_depth, centered_sticks = size_defaults(
@@ -251,6 +250,7 @@ def _resolve(density, parameterization, num_chains, num_warmup, *, target_accept
         "max_tree_depth": max_tree_depth,
         # Resolved (and refused, if it conflicts with the data) before any work.
         "chain_method": _resolve_chain_method(chain_method, num_chains, density.data),
+        "split_merge": check_split_merge(split_merge, density, parameterization),
     }
     return settings, target_accept_prob, scouting
 
@@ -408,19 +408,6 @@ def step(
     return state, info
 
 
-def _sample_stats(extra_fields):
-    stats = {name: extra_fields[field] for field, name in _STAT_NAMES.items()}
-    stats["lp"] = -stats["lp"]
-    stats["diverging"] = extra_fields["diverging"]
-    # NumPyro does not record the depth. A tree of depth d that runs to the
-    # end takes 2**d - 1 leapfrog steps, so this is exact for those (ArviZ's
-    # own NumPyro converter uses the same formula); a tree stopped early by
-    # a U-turn or a divergence inside a subtree reports the depth it reached.
-    n_steps = np.maximum(np.asarray(stats["n_steps"]), 1)
-    stats["tree_depth"] = np.floor(np.log2(n_steps)).astype(np.int64) + 1
-    return stats
-
-
 def _validate(options):
     validate_options(options, default_centered_sticks=NUTS.defaults["centered_sticks"])
 
@@ -439,6 +426,7 @@ NUTS = Backend(
         "num_init_steps": 1000,
         "parameterization": "noncentered",
         "centered_sticks": None,
+        "split_merge": 0,
         "progress_bar": False,
     },
     run=run_nuts,
