@@ -40,6 +40,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
+from jax.scipy.stats import norm
 
 from dpgmm_ppl.reparam import coordinates_from_log_weights, log_weights_from_coordinates
 
@@ -50,10 +51,6 @@ SPLIT_FRACTION_LOGIT = (-1.5, 1.5)
 
 #: Standard deviation of ``logit r`` around ``-log(N W)``, a spare's share after a merge.
 SPARE_SHARE_LOGIT_SCALE = 2.0
-
-
-def _log_normal(x, mean, scale):
-    return -0.5 * ((x - mean) / scale) ** 2 - jnp.log(scale) - 0.5 * jnp.log(2 * jnp.pi)
 
 
 def _log1m_tanh2(t):
@@ -141,8 +138,8 @@ def _log_abs_det(move, z, aux, a, b, num_centered):
 def _spare_log_density(aux, log_total, num_data, priors):
     """Density of a spare's coordinates: its share's logit, location and log scale."""
     mean = -jnp.log(num_data * jnp.exp(log_total))
-    log_q = _log_normal(aux["r_logit"], mean, SPARE_SHARE_LOGIT_SCALE)
-    log_q += jnp.sum(_log_normal(aux["loc"], priors.loc_mean, priors.loc_scale))
+    log_q = norm.logpdf(aux["r_logit"], mean, SPARE_SHARE_LOGIT_SCALE)
+    log_q += jnp.sum(norm.logpdf(aux["loc"], priors.loc_mean, priors.loc_scale))
     # Inverse-gamma scale, in log coordinates: log p(s) + log s.
     shape, rate, log_s = priors.scale_shape, priors.scale_rate, aux["log_scale"]
     log_ig = (shape * jnp.log(rate) - jax.scipy.special.gammaln(shape)
@@ -162,7 +159,7 @@ def _draw_spare(key, log_total, num_data, priors, event_shape):
 
 def _split_log_density(aux):
     mean, scale = SPLIT_FRACTION_LOGIT
-    log_q = _log_normal(aux["p_logit"], mean, scale)
+    log_q = norm.logpdf(aux["p_logit"], mean, scale)
     # (u2 + 1) / 2 ~ Beta(2, 2), in atanh coordinates: 0.75 (1 - u2**2)**2.
     log_q += jnp.sum(jnp.log(0.75) + 2 * _log1m_tanh2(aux["u2"]))
     # u3 ~ U(0, 1), in logit coordinates.
