@@ -8,6 +8,14 @@ sample size (ESS) over a few scalar quantities of every draw: ``alpha``,
 chains that found the same mixture under other labels would fail R-hat
 there without any sampling problem (see :mod:`dpgmm_ppl.labels`).
 
+A NUTS chain whose trees reach ``max_tree_depth`` in more than
+:data:`MAX_TREEDEPTH_SHARE` of its draws is reported as slow. On its own
+that costs time, not correctness; but one such chain among quick ones has
+usually ended its warmup somewhere the others are not (on the seed data: a
+spare component holding 1 to 3% of the points, or the largest cluster split
+in two), adapted a step size a tenth of theirs, and stays there; its R-hat
+shows it only when the quantities watched differ between the two places.
+
 R-hat is ArviZ's rank-normalised split R-hat (``method="rank"``) and ESS its
 bulk ESS, the same on ArviZ 0.x and 1.x. The thresholds follow ArviZ's
 guidance (Vehtari et al. 2021, *Rank-normalization, folding, and
@@ -53,17 +61,23 @@ if TYPE_CHECKING:
 __all__ = [
     "DATA_QUANTILES",
     "MAX_RHAT",
+    "MAX_TREEDEPTH_SHARE",
     "MIN_ESS_PER_CHAIN",
     "Diagnostics",
     "diagnose",
     "diagnostic_draws",
     "diagnostic_points",
+    "slow_chain_problems",
+    "treedepth_shares",
 ]
 
 #: R-hat above this marks a quantity whose chains disagree.
 MAX_RHAT = 1.01
 #: A bulk ESS below this many per chain is too few to trust the R-hat.
 MIN_ESS_PER_CHAIN = 100
+#: A NUTS chain whose trees reached ``max_tree_depth`` in more than this
+#: share of its draws is reported as slow.
+MAX_TREEDEPTH_SHARE = 0.1
 #: Levels of the data quantiles at which the mixture's log density is watched.
 DATA_QUANTILES = (0.1, 0.5, 0.9)
 #: For vector data: at most this many data points are screened for the
@@ -77,6 +91,41 @@ _DENSITY_NAMES = tuple(f"log_density(q{round(100 * level)})" for level in DATA_Q
 
 def _finite_or_none(value):
     return None if value is None or not math.isfinite(value) else value
+
+
+def treedepth_shares(reached_max_treedepth) -> tuple[float, ...]:
+    """Each chain's share of draws whose NUTS tree reached the depth bound.
+
+    Parameters
+    ----------
+    reached_max_treedepth : Bool[Array, "chain draw"]
+        The sample statistic of that name.
+
+    Returns
+    -------
+    tuple of float
+        One share per chain.
+
+    Examples
+    --------
+    >>> treedepth_shares(np.array([[False, False, True, False], [True] * 4]))
+    (0.25, 1.0)
+    """
+    return tuple(float(share) for share in np.mean(np.asarray(reached_max_treedepth), axis=1))
+
+
+def slow_chain_problems(shares) -> list[str]:
+    """One sentence per chain whose share of draws at the depth bound exceeds
+    :data:`MAX_TREEDEPTH_SHARE`.
+
+    Examples
+    --------
+    >>> slow_chain_problems((0.0, 0.02, 0.96))
+    ['chain 2 reached the maximum tree depth in 96% of its draws (> 10%)']
+    """
+    return [f"chain {chain} reached the maximum tree depth in {share:.0%} of its draws "
+            f"(> {MAX_TREEDEPTH_SHARE:.0%})"
+            for chain, share in enumerate(shares) if not share <= MAX_TREEDEPTH_SHARE]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +146,10 @@ class Diagnostics:
     rhat, ess : tuple of float or None
         Rank-normalised split R-hat and bulk ESS of each quantity; ``None``
         where undefined (fewer than 4 draws per chain, as for MAP).
+    treedepth_shares : tuple of float or None
+        NUTS: each chain's share of draws whose tree reached
+        ``max_tree_depth`` (the sample statistic ``reached_max_treedepth``);
+        ``None`` for a fit without it.
 
     Examples
     --------
@@ -114,6 +167,7 @@ class Diagnostics:
     quantities: tuple[str, ...]
     rhat: tuple[Optional[float], ...]
     ess: tuple[Optional[float], ...]
+    treedepth_shares: Optional[tuple[float, ...]] = None
 
     def _extreme(self, values, pick):
         """``(value, quantity)`` of the worst defined value; NaN counts as the worst."""
@@ -153,6 +207,8 @@ class Diagnostics:
         if ess is not None and not ess >= self.min_ess_required:
             found.append(f"bulk ESS of {name} is {ess:.0f} < {self.min_ess_required} "
                          f"({MIN_ESS_PER_CHAIN} per chain)")
+        if self.treedepth_shares is not None:
+            found += slow_chain_problems(self.treedepth_shares)
         return tuple(found)
 
     @property
@@ -177,7 +233,8 @@ class Diagnostics:
         -------
         dict
             ``divergences``, ``max_rhat``, ``min_ess``, per-quantity ``rhat``
-            and ``ess``, the ``thresholds`` applied and the ``problems``.
+            and ``ess``, ``treedepth_shares``, the ``thresholds`` applied
+            and the ``problems``.
         """
         return {
             "backend": self.backend,
@@ -188,7 +245,10 @@ class Diagnostics:
             "min_ess": _finite_or_none(self.min_ess),
             "rhat": {name: _finite_or_none(v) for name, v in zip(self.quantities, self.rhat)},
             "ess": {name: _finite_or_none(v) for name, v in zip(self.quantities, self.ess)},
-            "thresholds": {"max_rhat": MAX_RHAT, "min_ess": self.min_ess_required},
+            "treedepth_shares": (None if self.treedepth_shares is None
+                                 else list(self.treedepth_shares)),
+            "thresholds": {"max_rhat": MAX_RHAT, "min_ess": self.min_ess_required,
+                           "max_treedepth_share": MAX_TREEDEPTH_SHARE},
             "problems": list(self.problems),
         }
 
@@ -304,6 +364,9 @@ def _rhat_and_ess(values):
 def diagnose(fit: Fit) -> Diagnostics:
     """Divergences, R-hat and bulk ESS of a fit's label-invariant quantities.
 
+    For NUTS also each chain's share of draws whose tree reached the depth
+    bound (:func:`treedepth_shares`).
+
     Parameters
     ----------
     fit : Fit
@@ -334,9 +397,11 @@ def diagnose(fit: Fit) -> Diagnostics:
 
     if not isinstance(fit, Fit):
         raise TypeError(f"fit must be a dpgmm_ppl.Fit, got {type(fit).__name__}")
-    divergences = None
+    divergences = shares = None
     if "diverging" in fit.sample_stats:
         divergences = int(np.sum(fit.sample_stats["diverging"]))
+    if "reached_max_treedepth" in fit.sample_stats:
+        shares = treedepth_shares(fit.sample_stats["reached_max_treedepth"])
     if fit.num_draws < _MIN_DRAWS:  # nothing to compute (MAP): no densities either
         names = ("alpha",) + (("lp",) if "lp" in fit.sample_stats else ()) + _DENSITY_NAMES
         pairs = [(None, None)] * len(names)
@@ -351,4 +416,5 @@ def diagnose(fit: Fit) -> Diagnostics:
         quantities=names,
         rhat=tuple(rhat for rhat, _ in pairs),
         ess=tuple(ess for _, ess in pairs),
+        treedepth_shares=shares,
     )

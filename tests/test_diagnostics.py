@@ -40,7 +40,7 @@ def nuts_fit():
                          rng_key=5, **NUTS_OPTIONS)
 
 
-def hand_made_fit(loc, *, backend="nuts", data=None, diverging=None, seed=0):
+def hand_made_fit(loc, *, backend="nuts", data=None, diverging=None, reached=None, seed=0):
     """A fit of 1-d data whose draws are ``loc`` ``(chain, draw, K)``, unit scales, equal weights;
     ``alpha`` and ``lp`` independent standard draws."""
     rng = np.random.default_rng(seed)
@@ -51,6 +51,8 @@ def hand_made_fit(loc, *, backend="nuts", data=None, diverging=None, seed=0):
     stats = {"lp": rng.normal(size=lead)}
     if diverging is not None:
         stats["diverging"] = diverging
+    if reached is not None:
+        stats["reached_max_treedepth"] = reached
     data = np.linspace(-4.0, 4.0, 41) if data is None else data
     return Fit(backend, {k: v.astype(np.float32) for k, v in samples.items()}, stats,
                np.asarray(data, np.float32), loc.shape[-1], dpgmm_ppl.Priors())
@@ -168,7 +170,8 @@ def test_the_result_is_immutable_short_and_plain_json():
                             "max R-hat nan (lp), min ESS 90 (lp))")
     record = json.loads(json.dumps(result.to_dict(), allow_nan=False))
     assert record["max_rhat"] is None and record["rhat"] == {"alpha": 1.2, "lp": None}
-    assert record["min_ess"] == 90.0 and record["thresholds"] == {"max_rhat": 1.01, "min_ess": 200}
+    assert record["min_ess"] == 90.0 and record["treedepth_shares"] is None
+    assert record["thresholds"] == {"max_rhat": 1.01, "min_ess": 200, "max_treedepth_share": 0.1}
     assert record["problems"] == ["3 divergent transitions after warmup",
                                   "R-hat of lp is nan > 1.01",
                                   "bulk ESS of lp is 90 < 200 (100 per chain)"]
@@ -218,7 +221,10 @@ def test_a_bad_fit_gets_a_warning_line_and_map_gets_none(tmp_path, capsys, monke
     rng = np.random.default_rng(6)
     loc = np.array([-2.0, 2.0]) + 0.2 * rng.normal(size=(2, 100, 2))
     loc[1] += 1.0
-    fits = {"nuts": hand_made_fit(loc, diverging=np.eye(2, 100, dtype=bool)),
+    reached = np.zeros((2, 100), bool)
+    reached[0, ::10] = True  # 10%: not flagged
+    reached[1, 60:] = True  # 40%: flagged
+    fits = {"nuts": hand_made_fit(loc, diverging=np.eye(2, 100, dtype=bool), reached=reached),
             "map": hand_made_fit(loc[:, :1], backend="map")}
     csv = tmp_path / "x.csv"
     csv.write_text("x\n" + "\n".join(repr(float(v)) for v in np.linspace(-4.0, 4.0, 41)) + "\n")
@@ -234,6 +240,10 @@ def test_a_bad_fit_gets_a_warning_line_and_map_gets_none(tmp_path, capsys, monke
             assert summary["divergences"] == 2 and summary["max_rhat"] > 1.2
             assert warnings[0] == "warning: 2 divergent transitions after warmup"
             assert warnings[1].startswith("warning: R-hat of log_density(q")
+            assert summary["diagnostics"]["treedepth_shares"] == [0.1, 0.4]
+            assert warnings[-1] == ("warning: chain 1 reached the maximum tree depth in 40% "
+                                    "of its draws (> 10%)")
+            assert sum("tree depth" in line for line in warnings) == 1
         else:
             assert (summary["divergences"], summary["max_rhat"], summary["min_ess"]) == (None,) * 3
             assert any(line.startswith("diagnostics: divergences n/a, max R-hat n/a, "

@@ -14,7 +14,8 @@ from dpgmm_ppl import density as density_module
 from dpgmm_ppl.infer import nuts as nuts_module
 from dpgmm_ppl.infer.nuts import NUTS, _resolve_chain_method, centered_stick_count
 
-STAT_NAMES = {"lp", "diverging", "acceptance_rate", "n_steps", "tree_depth", "step_size", "energy"}
+STAT_NAMES = {"lp", "diverging", "acceptance_rate", "n_steps", "tree_depth",
+              "reached_max_treedepth", "step_size", "energy"}
 
 
 class _Recorder:
@@ -94,6 +95,9 @@ def test_sample_stats_timing_and_the_shared_density(known_scale):
     np.testing.assert_array_equal(
         stats["tree_depth"], np.floor(np.log2(stats["n_steps"])).astype(int) + 1
     )
+    # A Normal posterior needs a few leapfrog steps per draw, far below the default bound.
+    np.testing.assert_array_equal(stats["reached_max_treedepth"], stats["tree_depth"] >= 10)
+    assert fit.diagnostics().treedepth_shares == (0.0, 0.0)
     assert np.all((stats["acceptance_rate"] >= 0) & (stats["acceptance_rate"] <= 1))
     # After warmup the step size is fixed within a chain.
     assert np.all(stats["step_size"] == stats["step_size"][:, :1])
@@ -177,6 +181,30 @@ def test_divergences_give_one_warning_with_the_count(two_clusters_fit):
     message = str(runtime[0].message)
     assert f"{count} divergent" in message and "target_accept_prob" in message
     assert runtime[0].filename == __file__
+
+
+def test_a_chain_held_at_the_depth_bound_is_warned_about_and_diagnosed(known_scale):
+    """With ``max_tree_depth=1`` every tree is one leapfrog step, so every draw reached
+    the bound: each chain is named in one warning and in the diagnostics' problems."""
+    data, _, kwargs, _, _ = known_scale
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = dpgmm_ppl.fit(data, **{**kwargs, "num_warmup": 50, "num_samples": 40,
+                                     "max_tree_depth": 1})
+    np.testing.assert_array_equal(fit.sample_stats["n_steps"], 1)
+    assert fit.sample_stats["reached_max_treedepth"].all()
+    runtime = [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(runtime) == 1, [str(w.message) for w in runtime]
+    message = str(runtime[0].message)
+    assert message.startswith("NUTS (max_tree_depth=1): chain 0 reached the maximum tree "
+                              "depth in 100% of its draws (> 10%); chain 1 reached")
+    assert runtime[0].filename == __file__
+    diagnostics = fit.diagnostics()
+    assert diagnostics.treedepth_shares == (1.0, 1.0)
+    assert [p for p in diagnostics.problems if "tree depth" in p] == [
+        f"chain {chain} reached the maximum tree depth in 100% of its draws (> 10%)"
+        for chain in (0, 1)
+    ]
 
 
 BAD_OPTIONS = [

@@ -157,7 +157,8 @@ def _print_diagnostics(details, stream):
           f"max R-hat {shown(details['max_rhat'], '.3f')}, "
           f"min bulk ESS {shown(details['min_ess'], '.0f')} "
           f"(flagged: R-hat > {thresholds['max_rhat']}, ESS < {thresholds['min_ess']}, "
-          "any divergence)", file=stream)
+          "any divergence, a chain at the tree-depth bound in more than "
+          f"{thresholds['max_treedepth_share']:.0%} of its draws)", file=stream)
     for problem in details["problems"]:
         print(f"warning: {problem}", file=stream)
 

@@ -14,12 +14,13 @@ import numpy as np
 from numpyro.infer.hmc_util import build_adaptation_schedule
 
 from dpgmm_ppl._validation import check_parameterization, check_positive_int
+from dpgmm_ppl.diagnostics import slow_chain_problems, treedepth_shares
 from dpgmm_ppl.infer._progress import check_progress_bar
 
 __all__ = ["CHAIN_METHODS", "MANY_POINTS", "check_split_merge", "resolve_chain_method",
            "resolve_dense_mass",
            "size_defaults", "validate_options", "warn_of_centered_chart",
-           "warn_on_divergences"]
+           "warn_on_depth_bound", "warn_on_divergences"]
 
 #: ``chain_method`` values of NUTS (those of :class:`numpyro.infer.MCMC`).
 CHAIN_METHODS = ("parallel", "sequential", "vectorized")
@@ -168,6 +169,25 @@ def warn_on_divergences(diverging, target_accept_prob, dense_mass):
         RuntimeWarning,
         stacklevel=4,
     )
+
+
+def warn_on_depth_bound(reached_max_treedepth, max_tree_depth):
+    """Warn once, naming the chains, if a chain's trees often reached the depth bound.
+
+    A chain at the bound in more than :data:`~dpgmm_ppl.diagnostics.MAX_TREEDEPTH_SHARE`
+    of its draws adapted a step size far below the others' (see
+    :mod:`dpgmm_ppl.diagnostics` for what that usually means here).
+    """
+    problems = slow_chain_problems(treedepth_shares(reached_max_treedepth))
+    if problems:
+        warnings.warn(
+            f"NUTS (max_tree_depth={max_tree_depth}): " + "; ".join(problems)
+            + ". Such a chain moves slowly, and often sits in another arrangement of the "
+            "components than other chains find: look at its components (dpgmm_ppl.labels), "
+            "compare several chains (Fit.diagnostics()), or give it more warmup.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
 
 def check_split_merge(split_merge, density, parameterization):

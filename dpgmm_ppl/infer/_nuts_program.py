@@ -177,8 +177,12 @@ _STAT_NAMES = {
 }
 
 
-def sample_stats_of(extra_fields):
-    """The per-draw fields of :func:`run_sampler` as ArviZ's sample statistics."""
+def sample_stats_of(extra_fields, max_tree_depth):
+    """The per-draw fields of :func:`run_sampler` as ArviZ's sample statistics.
+
+    ``max_tree_depth`` is the sampling bound on the tree depth; a draw whose
+    tree reached it is marked in ``reached_max_treedepth`` (PyMC's name).
+    """
     stats = {name: extra_fields[field] for field, name in _STAT_NAMES.items()}
     stats["lp"] = -stats["lp"]
     stats["diverging"] = extra_fields["diverging"]
@@ -190,4 +194,6 @@ def sample_stats_of(extra_fields):
     # a U-turn or a divergence inside a subtree reports the depth it reached.
     n_steps = np.maximum(np.asarray(stats["n_steps"]), 1)
     stats["tree_depth"] = np.floor(np.log2(n_steps)).astype(np.int64) + 1
+    # As Stan counts it: the last doubling was begun, whether or not it ended in a U-turn.
+    stats["reached_max_treedepth"] = stats["tree_depth"] >= max_tree_depth
     return stats

@@ -49,6 +49,7 @@ from dpgmm_ppl.infer._nuts_options import (
     size_defaults,
     validate_options,
     warn_of_centered_chart,
+    warn_on_depth_bound,
     warn_on_divergences,
 )
 from dpgmm_ppl.infer._nuts_options import (
@@ -171,16 +172,19 @@ def run_nuts(
     BackendOutput
         ``positions`` of shape ``(num_chains, num_samples, ...)``;
         ``sample_stats`` ``lp`` (minus the potential energy), ``diverging``,
-        ``acceptance_rate``, ``n_steps``, ``tree_depth``, ``step_size`` and
-        ``energy``; no ``losses`` or ``history``. ``timing``: the seconds JAX
-        spent tracing and compiling during the run (:mod:`jax.monitoring`;
-        0 when an earlier fit of the same shape compiled every program) and
-        the rest of the run's wall time.
+        ``acceptance_rate``, ``n_steps``, ``tree_depth``,
+        ``reached_max_treedepth``, ``step_size`` and ``energy``; no
+        ``losses`` or ``history``. ``timing``: the seconds JAX spent tracing
+        and compiling during the run (:mod:`jax.monitoring`; 0 when an
+        earlier fit of the same shape compiled every program) and the rest
+        of the run's wall time.
 
     Warns
     -----
     RuntimeWarning
-        Once, with the count, if any draw after warmup diverged.
+        Once, with the count, if any draw after warmup diverged; once, with
+        the chains, if a chain reached ``max_tree_depth`` in more than
+        :data:`~dpgmm_ppl.diagnostics.MAX_TREEDEPTH_SHARE` of its draws.
     UserWarning
         With ``parameterization="centered"``, which fails simulation-based
         calibration (``benchmarks/README.md``).
@@ -220,8 +224,9 @@ def run_nuts(
             num_warmup=num_warmup, num_samples=num_samples, **settings,
         )
     total_seconds = time.perf_counter() - start
-    sample_stats = sample_stats_of(jax.tree_util.tree_map(np.asarray, fields))
+    sample_stats = sample_stats_of(jax.tree_util.tree_map(np.asarray, fields), max_tree_depth)
     warn_on_divergences(sample_stats["diverging"], target_accept_prob, settings["dense_mass"])
+    warn_on_depth_bound(sample_stats["reached_max_treedepth"], max_tree_depth)
     timing = {"compile_seconds": timer.seconds, "run_seconds": total_seconds - timer.seconds}
     return BackendOutput(
         positions=positions, sample_stats=sample_stats, losses=None, history=None,
