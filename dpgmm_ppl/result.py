@@ -413,9 +413,10 @@ class Fit:
     def diagnostics(self) -> Diagnostics:
         """Divergences, max R-hat and min bulk ESS of the label-invariant quantities.
 
-        For NUTS also each chain's share of draws at the tree-depth bound. See :func:`dpgmm_ppl.diagnostics.diagnose` for the quantities (``alpha``,
-        ``lp``, the log density at three data points), the thresholds and what
-        the numbers mean for MAP and SVI restarts.
+        For NUTS also each chain's share of draws at the tree-depth bound.
+        See :func:`dpgmm_ppl.diagnostics.diagnose` for the quantities
+        (``alpha``, ``lp``, the log density at three data points), the
+        thresholds and what the numbers mean for MAP and SVI restarts.
 
         Returns
         -------
