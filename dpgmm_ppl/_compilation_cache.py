@@ -15,6 +15,9 @@ the cache on for the whole process, in the first of these places:
 
 JAX's own setting, ``jax_compilation_cache_dir``, wins over all four: if the
 user, another library or a test harness has set it, it is left as it is.
+Whichever directory JAX uses, the backends keep their main programs traced
+and lowered in its ``dpgmm_ppl-programs`` folder
+(:mod:`dpgmm_ppl.infer._stored_programs`), which JAX's cache cannot do.
 
 How JAX initialises the cache (read in jax 0.10.2 and 0.12.0, identical
 there): on every compilation it looks for a cache; as long as

@@ -20,6 +20,7 @@ import pytest
 
 import dpgmm_ppl
 from dpgmm_ppl._compilation_cache import resolve_cache_directory
+from dpgmm_ppl.infer._stored_programs import STORE_FOLDER
 
 #: Fits tiny data in a fresh process and prints, as JSON, what the cache saw.
 #: argv[1]: {"user_cache_dir": str or null, "fits": [[num_points, option], ...]},
@@ -40,7 +41,9 @@ jax.jit(jax.numpy.sin)(1.0).block_until_ready()
 
 import dpgmm_ppl
 
-shapes = []
+from dpgmm_ppl.infer._common import PROGRAM_COUNTS
+
+shapes, weights = [], []
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     for num_points, option in request["fits"]:
@@ -48,6 +51,7 @@ with warnings.catch_warnings(record=True) as caught:
         data = np.linspace(-2.0, 2.0, num_points)
         fit = dpgmm_ppl.fit(data, num_components=3, num_steps=50, **options)
         shapes.append(list(fit.samples["weights"].shape))
+        weights.append(np.asarray(fit.samples["weights"]).ravel().tolist())
 print(json.dumps({
     "cache_dir": jax.config.jax_compilation_cache_dir,
     "min_compile_seconds": jax.config.jax_persistent_cache_min_compile_time_secs,
@@ -58,6 +62,8 @@ print(json.dumps({
         for w in caught if "compilation cache" in str(w.message)
     ],
     "weights_shapes": shapes,
+    "weights": weights,
+    "programs_read": PROGRAM_COUNTS["read"],
 }))
 """
 
@@ -126,6 +132,12 @@ def test_a_second_process_reads_what_the_first_wrote(sandbox):
     assert second["writes"] == 0
     assert _entries(_user_cache(sandbox)) == written
     assert not (sandbox / "home" / ".cache").exists()
+    # The fit's program, traced by the first process (infer/_stored_programs.py),
+    # read by the second and run to the same numbers, bit for bit.
+    stored = sorted((_user_cache(sandbox) / STORE_FOLDER).glob("*.jaxexport"))
+    assert len(stored) == 1
+    assert (first["programs_read"], second["programs_read"]) == (0, 1)
+    assert second["weights"] == first["weights"]
 
 
 def test_false_turns_no_cache_on(sandbox):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import time
+import weakref
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -11,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from dpgmm_ppl.infer._stored_programs import compile_stored, stable_key
 
 if TYPE_CHECKING:
     from dpgmm_ppl.infer._progress import StepBar
@@ -122,10 +125,17 @@ def check_optimizer_options(options: Mapping[str, Any], *, example: str) -> None
 #: Backend programs kept per process, and the executables compiled from them.
 MAX_CACHED_PROGRAMS = 64
 _PROGRAMS: collections.OrderedDict[Hashable, Any] = collections.OrderedDict()
-_EXECUTABLES: collections.OrderedDict[Hashable, jax.stages.Compiled] = collections.OrderedDict()
+#: (What went through the store, infer/_stored_programs.py, is a function calling
+#: the executable, with the program's signature.)
+_EXECUTABLES: collections.OrderedDict[Hashable, Callable[..., Any]] = collections.OrderedDict()
 
-#: How many backend programs were built (traced) and compiled in this process.
-PROGRAM_COUNTS = {"built": 0, "compiled": 0}
+#: The key of each kept program as :func:`~dpgmm_ppl.infer._stored_programs.stable_key`
+#: writes it, where there is one: the name of the program on disk.
+_STORE_KEYS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+#: How many backend programs were built (traced) and compiled in this process,
+#: and how many of the compiled ones were read from disk, traced already.
+PROGRAM_COUNTS = {"built": 0, "compiled": 0, "read": 0}
 
 
 def _remember(cache, key, value):
@@ -147,6 +157,9 @@ def cached_program(key: Hashable, build: Callable[[], _Program]) -> _Program:
     except KeyError:
         PROGRAM_COUNTS["built"] += 1
         program = build()
+        store_key = stable_key(key)
+        if store_key is not None:
+            _STORE_KEYS[program] = store_key
     except TypeError:  # an unhashable part (a user's optimiser): not kept
         PROGRAM_COUNTS["built"] += 1
         return build()
@@ -190,10 +203,18 @@ def compile_and_run(
     with bar:
         start = time.perf_counter()
         key = (program, _signature(args))
-        compiled = _EXECUTABLES.pop(key, None)
+        compiled: Callable[..., Any] | None = _EXECUTABLES.pop(key, None)
         if compiled is None:
             PROGRAM_COUNTS["compiled"] += 1
-            compiled = program.lower(*args).compile()
+            # Without a progress bar (its host callbacks cannot be written),
+            # from the disk where an earlier process stored it traced.
+            store_key = None if bar.enabled else _STORE_KEYS.get(program)
+            stored = compile_stored(program, args, store_key)
+            if stored is None:
+                compiled = program.lower(*args).compile()
+            else:
+                compiled, was_read = stored
+                PROGRAM_COUNTS["read"] += was_read
         _remember(_EXECUTABLES, key, compiled)
         compile_seconds = time.perf_counter() - start
         bar.start()

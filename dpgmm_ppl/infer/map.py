@@ -230,8 +230,11 @@ def run_map(
     bar = StepBar("MAP", num_chains * num_steps, enabled=progress_bar)
     # Everything that shapes the program; the data, priors, frame and keys
     # are its arguments, so a later fit with the same key runs it as it is.
+    # The default optimiser by name: a key of plain values names the program on
+    # disk too (dpgmm_ppl/infer/_stored_programs.py).
+    optimizer_key = "default" if optimizer is DEFAULT_OPTIMIZER else optimizer
     program_key = (
-        "map", density.program.key, optimizer, num_steps, history_every, objective,
+        "map", density.program.key, optimizer_key, num_steps, history_every, objective,
         resolve_optimizer_chain_method(chain_method), bool(progress_bar),
     )
     template = density._replace(data=None)

@@ -365,6 +365,8 @@ def run_svi(
     """
     check_chart(density, parameterization)
     family, unravel = _family(density, guide, rank)
+    # The default by name: a key of plain values also names the program on disk.
+    optimizer_key = "default" if optimizer is None else optimizer
     if optimizer is None:
         optimizer = default_optimizer(num_steps)
     options = {
@@ -381,9 +383,8 @@ def run_svi(
 
     if batch_size is not None:
         # Rows spread over processes: each gathers its part of every batch.
-        runner = run_minibatch_chains if density.process_rows is None else (
-            run_spread_minibatch_chains
-        )
+        spread = density.process_rows is not None
+        runner = run_spread_minibatch_chains if spread else run_minibatch_chains
         with bar:
             (positions, lp, losses, history), timing = runner(
                 rng_key, num_chains, density, family, unravel,
@@ -394,18 +395,17 @@ def run_svi(
     chain_keys = jax.random.split(rng_key, num_chains)
     # k-means++ seeding, fitting, drawing and the history's constraining are
     # one compiled program: each piece compiled apart costs as much again.
-    # It is kept for later fits of the same shape, chart and options.
+    # It is kept for later fits of the same shape, chart and options
+    # (and on disk, dpgmm_ppl/infer/_stored_programs.py).
     program_key = (
-        "svi", density.program.key, guide, rank, optimizer, tuple(sorted(options.items())),
+        "svi", density.program.key, guide, rank, optimizer_key, tuple(sorted(options.items())),
         resolve_optimizer_chain_method(chain_method), bool(progress_bar),
     )
     template = density._replace(data=None)
     run_all = cached_program(
         program_key,
         lambda: chains_program(
-            make_chain_runner(
-                template, family, unravel, make_step, init_state, options, bar
-            ),
+            make_chain_runner(template, family, unravel, make_step, init_state, options, bar),
             chain_method,
         ),
     )
