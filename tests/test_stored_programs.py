@@ -13,19 +13,12 @@ import jax
 import numpy as np
 import optax
 import pytest
-from test_program_reuse import _clear_programs
+from test_program_reuse import OPTIONS, _clear_programs, _galaxies
 
 import dpgmm_ppl
-from dpgmm_ppl import datasets
 from dpgmm_ppl.density import build_log_density
 from dpgmm_ppl.infer import _common, _stored_programs
 from dpgmm_ppl.infer._stored_programs import compile_stored, stable_key
-
-OPTIONS = {
-    "map": {"num_steps": 200, "history_every": 50},
-    "svi": {"num_steps": 200, "history_every": 50, "num_samples": 50},
-    "nuts": {"num_warmup": 30, "num_samples": 20, "num_init_steps": 50},
-}
 
 # Short runs on purpose: a crowded MAP fit is not what is checked here.
 pytestmark = pytest.mark.filterwarnings("ignore:MAP kept:UserWarning",
@@ -44,10 +37,6 @@ def store(tmp_path, monkeypatch):
 
 def _files(folder):
     return sorted(folder.glob("*.jaxexport")) if folder.exists() else []
-
-
-def _galaxies():
-    return np.asarray(datasets.galaxies().data, np.float64)
 
 
 def _fit(backend, **extra):

@@ -106,19 +106,17 @@ def _can_serialize() -> bool:
     return importlib.util.find_spec("flatbuffers") is not None
 
 
-def _single_device(leaves: Sequence[Any]) -> bool:
-    if jax.device_count() != 1:
-        return False
-    return all(len(leaf.sharding.device_set) == 1
-               for leaf in leaves if getattr(leaf, "sharding", None) is not None)
+def _spec(leaf: Any) -> jax.ShapeDtypeStruct:
+    """The shape, dtype and weak type of an argument: what a program is traced for."""
+    return jax.ShapeDtypeStruct(jax.numpy.shape(leaf), jax.numpy.result_type(leaf),
+                                weak_type=bool(getattr(leaf, "weak_type", False)))
 
 
-def _file_name(key: str, leaves: Sequence[Any], in_tree: Any) -> str:
+def _file_name(key: str, specs: Sequence[jax.ShapeDtypeStruct], in_tree: Any) -> str:
     device = jax.devices()[0]
     parts = (
         _fingerprint(), key, str(in_tree),
-        tuple((tuple(jax.numpy.shape(leaf)), str(jax.numpy.result_type(leaf)),
-               bool(getattr(leaf, "weak_type", False))) for leaf in leaves),
+        tuple((spec.shape, str(spec.dtype), spec.weak_type) for spec in specs),
         device.platform, device.device_kind,
         tuple(str(jax.config.values.get(name)) for name in _SETTINGS),
     )
@@ -150,7 +148,9 @@ def _write(path: Path, **stored: Any) -> None:
             os.unlink(temporary)
 
 
-def _export(program: Callable[..., Any], leaves: Sequence[Any], in_tree: Any) -> tuple[Any, Any]:
+def _export(
+    program: Callable[..., Any], specs: Sequence[jax.ShapeDtypeStruct], in_tree: Any
+) -> tuple[Any, Any]:
     """``program`` exported as a function of the flat arguments, and its output tree."""
     out_trees = []
 
@@ -160,9 +160,6 @@ def _export(program: Callable[..., Any], leaves: Sequence[Any], in_tree: Any) ->
         out_trees.append(out_tree)
         return outputs
 
-    specs = [jax.ShapeDtypeStruct(jax.numpy.shape(leaf), jax.numpy.result_type(leaf),
-                                  weak_type=bool(getattr(leaf, "weak_type", False)))
-             for leaf in leaves]
     exported = jax.export.export(jax.jit(flat))(*specs)
     return exported, out_trees[-1]
 
@@ -184,16 +181,18 @@ def compile_stored(
         ``args``; ``was_read`` says whether the program came from the disk.
     """
     directory = store_directory()
-    leaves, in_tree = jax.tree_util.tree_flatten(tuple(args))
-    if directory is None or key is None or not _can_serialize() or not _single_device(leaves):
+    # One device: a program spread over several is not exported.
+    if directory is None or key is None or not _can_serialize() or jax.device_count() != 1:
         return None
-    path = directory / _file_name(key, leaves, in_tree)
+    leaves, in_tree = jax.tree_util.tree_flatten(tuple(args))
+    specs = [_spec(leaf) for leaf in leaves]
+    path = directory / _file_name(key, specs, in_tree)
     stored = _read(path) if path.exists() else None
     if stored is not None and not stored.get("exported"):
         return None  # an earlier process found that jax.export refuses it
     try:
         if stored is None:
-            exported, out_tree = _export(program, leaves, in_tree)
+            exported, out_tree = _export(program, specs, in_tree)
             _write(path, exported=bytes(exported.serialize()), out_tree=out_tree)
         else:
             exported = jax.export.deserialize(bytearray(stored["exported"]))
