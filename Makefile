@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # TEST_WORKERS=0 runs in this process.
 TEST_WORKERS ?= 2
 
-.PHONY: demo test lint install docs clean
+.PHONY: demo test examples lint install docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+
+# The example notebooks, run at their reduced size with their own assertions
+# (tests/test_notebooks.py, deselected by make test); one notebook per worker.
+examples: $(STAMP)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist load --examples $(PYTEST_ARGS) tests/test_notebooks.py
 
 # ruff's small rule set (pyproject.toml) on the code, mypy on the package.
 lint: $(STAMP)

@@ -27,29 +27,35 @@ X64 = os.environ.get("DPGMM_X64", "0") == "1"
 jax.config.update("jax_enable_x64", X64)
 
 
-#: The slowest files, slowest first (seconds on two shared CPU cores, measured
-#: 2026-11-30). With pytest-xdist, ``--dist loadfile --no-loadscope-reorder``
-#: (the Makefile) hands whole files to the workers in this order, longest
-#: first, so that the short files fill the gaps at the end. xdist's own order
-#: (most tests first) left the 2-minute SBC check for last, one worker idle.
+#: The slowest files, slowest first (seconds of worker time in one run of
+#: ``make test`` on two shared CPU cores, measured 2026-12-06). With
+#: pytest-xdist, ``--dist loadfile --no-loadscope-reorder`` (the Makefile)
+#: hands whole files to the workers in this order, longest first, so that the
+#: short files fill the gaps at the end. xdist's own order (most tests first)
+#: left the 2-minute SBC check for last, one worker idle.
 LONG_FILES = (
-    "test_seed_data.py",  # 213
-    "test_notebooks.py",  # 176
-    "test_sbc.py",  # 140
-    "test_sklearn_estimator.py",  # 119
-    "test_map_objective.py",  # 87 (one idle core, 2026-12-04)
-    "test_numerics.py",  # 51 (one idle core, 2026-12-04)
-    "test_multiprocess.py",  # 55 (2 processes x 2 devices, mostly compilation)
+    "test_seed_data.py",  # 170
+    "test_sbc.py",  # 156
+    "test_map_objective.py",  # 136
+    "test_nuts_jumps.py",  # 131
+    "test_sklearn_estimator.py",  # 97
+    "test_numerics.py",  # 72
+    "test_covariance.py",  # 67
+    "test_docstrings.py",  # 66
+    "test_program_reuse.py",  # 63
+    "test_multiprocess.py",  # 62 (2 processes x 2 devices, mostly compilation)
+    "test_nuts.py",  # 58
+    "test_stored_programs.py",  # 52
     "test_sharding.py",  # 51
-    "test_covariance.py",  # 50
-    "test_nuts.py",  # 43
-    "test_arviz_cli.py",  # 38
-    "test_docstrings.py",  # 36
-    "test_cli.py",  # 36
-    "test_distributions.py",  # 35
-    "test_svi.py",  # 33
-    "test_minibatch.py",  # 26
-    "test_api.py",  # 25
+    "test_cli.py",  # 50
+    "test_distributions.py",  # 48
+    "test_arviz_cli.py",  # 43
+    "test_compilation_cache.py",  # 39
+    "test_step_functions.py",  # 36
+    "test_covariance_protocol.py",  # 36
+    "test_svi.py",  # 34
+    "test_minibatch.py",  # 32
+    "test_api.py",  # 31
 )
 
 _CACHE_ENV = "DPGMM_TEST_JAX_CACHE"
@@ -80,7 +86,26 @@ def pytest_unconfigure(config):
         os.environ.pop(_CACHE_ENV, None)
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--examples", action="store_true",
+        help="also run the example notebooks (tests marked 'examples'; make examples)",
+    )
+
+
 def pytest_collection_modifyitems(config, items):
+    """The long files first; the example notebooks only with ``--examples``.
+
+    The notebooks (four kernels, about 160 s of worker time) are examples, not
+    checks of the package's parts: ``make examples`` runs them, and CI runs
+    that beside the second leg, so that ``make test`` stays well under 15
+    minutes on two cores.
+    """
+    if not config.getoption("--examples"):
+        examples = [item for item in items if item.get_closest_marker("examples")]
+        if examples:
+            config.hook.pytest_deselected(items=examples)
+            items[:] = [item for item in items if not item.get_closest_marker("examples")]
     rank = {name: position for position, name in enumerate(LONG_FILES)}
     items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))
 

@@ -1,9 +1,10 @@
 """The example notebooks run from top to bottom (at their reduced size).
 
-The seed and galaxies notebooks end with assertions on their own numbers, so
-one that runs but tells a wrong story fails here too. Marked slow (up to a
-minute each): CI's default-Python leg runs them, the 3.12+ leg, which
-deselects the slow checks, does not.
+The seed, galaxies and Old Faithful notebooks end with assertions on their
+own numbers, so one that runs but tells a wrong story fails here too. Marked
+``examples`` (up to a minute each): ``make test`` leaves them out, ``make
+examples`` (``pytest --examples``) runs them, and CI runs that on the
+default Python beside the second leg.
 """
 
 import os
@@ -17,7 +18,7 @@ nbclient = pytest.importorskip("nbclient")
 EXAMPLES = pathlib.Path(__file__).parents[1] / "examples"
 
 
-@pytest.mark.slow
+@pytest.mark.examples
 @pytest.mark.parametrize(
     "name",
     [

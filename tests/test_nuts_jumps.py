@@ -29,6 +29,13 @@ PRIORS = SimpleNamespace(
 #: Proposals per chain in the prior test.
 NUM_JUMPS = 100
 
+#: The two proposals compiled once for every pair (``a`` and ``b`` traced), as
+#: the kernel runs them; op by op they took most of these checks' time.
+PROPOSALS = {
+    name: jax.jit(proposal, static_argnums=6)
+    for name, proposal in (("merge", moves.merge_proposal), ("split", moves.split_proposal))
+}
+
 
 def _prior_potential(z):
     """Minus the log prior density of an unconstrained non-centred position, by hand."""
@@ -86,6 +93,8 @@ def _statistics(z):
     }
 
 
+# 4,000 chains of 100 proposals: XLA's optimisation passes halve the run (tests/conftest.py).
+@pytest.mark.xla_optimized
 @pytest.mark.parametrize(
     ("event_shape", "num_centered"), [((), 0), ((2,), 2)], ids=["1d-noncentred", "2d-two-centred"]
 )
@@ -136,16 +145,16 @@ def test_merge_and_split_are_inverse_with_opposite_log_ratios(dim):
     for a, b in [(0, 4), (3, 1), (5, 2)]:
         spare = moves._draw_spare(jax.random.PRNGKey(a), 0.0, num_data, priors, event_shape)
         split = moves._draw_split(jax.random.PRNGKey(b), event_shape)
-        for forward, backward, aux in [
-            (moves.merge_proposal, moves.split_proposal, spare),
-            (moves.split_proposal, moves.merge_proposal, split),
-        ]:
-            new, new_aux, log_ratio = forward(z, aux, a, b, num_data, priors, 2)
-            back, back_aux, back_log_ratio = backward(new, new_aux, a, b, num_data, priors, 2)
+        pair = jnp.asarray(a), jnp.asarray(b)
+        for forward, backward, aux in [("merge", "split", spare), ("split", "merge", split)]:
+            new, new_aux, log_ratio = PROPOSALS[forward](z, aux, *pair, num_data, priors, 2)
+            back, back_aux, back_log_ratio = PROPOSALS[backward](
+                new, new_aux, *pair, num_data, priors, 2
+            )
             for before, after in zip(jax.tree_util.tree_leaves((z, aux)),
                                      jax.tree_util.tree_leaves((back, back_aux))):
                 np.testing.assert_allclose(after, before, atol=1e-4)
-            assert abs(float(log_ratio + back_log_ratio)) < 1e-3, (a, b, forward.__name__)
+            assert abs(float(log_ratio + back_log_ratio)) < 1e-3, (a, b, forward)
             # The pair's total weight is kept: only the pair's weights change.
             w, w_new = (jnp.exp(moves._log_weights(p)) for p in (z, new))
             others = np.setdiff1d(np.arange(6), [a, b])
@@ -160,7 +169,7 @@ def test_merge_matches_the_pairs_first_two_moments():
     z = density.seed_position(jax.random.PRNGKey(3), density.data)
     priors, num_data = density.params.priors, density.params.num_data
     spare = moves._draw_spare(jax.random.PRNGKey(4), 0.0, num_data, priors, (2,))
-    new, _, _ = moves.merge_proposal(z, spare, 1, 2, num_data, priors, 0)
+    new, _, _ = PROPOSALS["merge"](z, spare, jnp.asarray(1), jnp.asarray(2), num_data, priors, 0)
     w = np.exp(np.asarray(moves._log_weights(z), np.float64))
     loc, var = np.asarray(z["loc"], np.float64), np.exp(2 * np.asarray(z["scale"], np.float64))
     share = w[[1, 2]] / w[[1, 2]].sum()
@@ -272,11 +281,12 @@ def test_a_transition_with_jumps_leaves_nuts_a_current_potential_and_gradient():
     state = init_kernel(density.seed_position(jax.random.PRNGKey(0), density.data), 50,
                         max_tree_depth=5, model_args=model_args, rng_key=jax.random.PRNGKey(1))
     step = jax.jit(lambda state: transition(state, model_args))
+    potential_and_grad = jax.jit(jax.value_and_grad(potential_fn_gen(*model_args)))
     total = 0
     for _ in range(60):
         state, accepted = step(state)
         total += int(accepted)
-        potential, grad = jax.value_and_grad(potential_fn_gen(*model_args))(state.z)
+        potential, grad = potential_and_grad(state.z)
         np.testing.assert_allclose(state.potential_energy, potential, rtol=1e-5, atol=1e-4)
         for got, want in zip(jax.tree_util.tree_leaves(state.z_grad), jax.tree_util.tree_leaves(grad)):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)

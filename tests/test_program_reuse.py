@@ -113,11 +113,11 @@ def test_the_padding_rows_change_nothing_beyond_rounding():
     # Starts: the padding rows are never drawn, the draws are those of the real rows.
     keys = jax.random.split(jax.random.PRNGKey(3), 8)
     seed = lambda density: jax.vmap(lambda key: density.seed_position(key, density.data))(keys)
-    for name, value in seed(plain).items():
-        np.testing.assert_allclose(seed(padded)[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+    positions, padded_positions = seed(plain), seed(padded)
+    for name, value in positions.items():
+        np.testing.assert_allclose(padded_positions[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
 
     # The density at many positions: equal to float32 rounding of a sum of 82 terms.
-    positions = seed(plain)
     potential = lambda density: jax.vmap(density.potential_fn, in_axes=(0, None))(
         positions, density.data
     )
