@@ -34,28 +34,25 @@ jax.config.update("jax_enable_x64", X64)
 #: short files fill the gaps at the end. xdist's own order (most tests first)
 #: left the 2-minute SBC check for last, one worker idle.
 LONG_FILES = (
-    "test_seed_data.py",  # 170
-    "test_sbc.py",  # 156
-    "test_map_objective.py",  # 136
-    "test_nuts_jumps.py",  # 131
-    "test_sklearn_estimator.py",  # 97
-    "test_numerics.py",  # 72
-    "test_covariance.py",  # 67
-    "test_docstrings.py",  # 66
-    "test_program_reuse.py",  # 63
-    "test_multiprocess.py",  # 62 (2 processes x 2 devices, mostly compilation)
-    "test_nuts.py",  # 58
-    "test_stored_programs.py",  # 52
-    "test_sharding.py",  # 51
-    "test_cli.py",  # 50
-    "test_distributions.py",  # 48
-    "test_arviz_cli.py",  # 43
-    "test_compilation_cache.py",  # 39
-    "test_step_functions.py",  # 36
-    "test_covariance_protocol.py",  # 36
-    "test_svi.py",  # 34
-    "test_minibatch.py",  # 32
-    "test_api.py",  # 31
+    "test_seed_data.py",  # 167
+    "test_sbc.py",  # 150
+    "test_nuts_jumps.py",  # 121
+    "test_sklearn_estimator.py",  # 103
+    "test_map_objective.py",  # 100
+    "test_program_reuse.py",  # 76
+    "test_numerics.py",  # 67
+    "test_docstrings.py",  # 58
+    "test_covariance.py",  # 55
+    "test_multiprocess.py",  # 53 (2 processes x 2 devices, mostly compilation)
+    "test_nuts.py",  # 52
+    "test_stored_programs.py",  # 44
+    "test_sharding.py",  # 41
+    "test_cli.py",  # 39
+    "test_distributions.py",  # 37
+    "test_compilation_cache.py",  # 35
+    "test_arviz_cli.py",  # 31
+    "test_step_functions.py",  # 31
+    "test_minibatch.py",  # 30
 )
 
 _CACHE_ENV = "DPGMM_TEST_JAX_CACHE"
@@ -98,8 +95,8 @@ def pytest_collection_modifyitems(config, items):
 
     The notebooks (four kernels, about 160 s of worker time) are examples, not
     checks of the package's parts: ``make examples`` runs them, and CI runs
-    that beside the second leg, so that ``make test`` stays well under 15
-    minutes on two cores.
+    that beside the second leg, which keeps ``make test`` under 15 minutes
+    on two cores.
     """
     if not config.getoption("--examples"):
         examples = [item for item in items if item.get_closest_marker("examples")]
