@@ -70,7 +70,9 @@ Sections (``--only`` picks some):
     quick mode; MAP; figures written, as by default) twice, on the same CSV
     of the galaxies, each run a new process with the same new
     ``DPGMM_PPL_CACHE_DIR``; compile and fit times from each run's
-    ``summary.json``, and the command's wall time. Same target as above.
+    ``summary.json``, and the command's wall time. Then the same with
+    ``--progress`` (a terminal's default), on another new cache. Same
+    target as above, for each.
 
 ``cv``
     ``cross_val_score`` of ``DirichletProcessGMM(n_components=10,
@@ -521,12 +523,30 @@ def cli_command():
 
 
 def section_cli(quick, baseline, log):
+    """Two CLI processes on one new cache, once without progress bars (the
+    default off a terminal) and once with them (``--progress``, a terminal's
+    default): a short MAP fit's bar must not keep its program out of the caches."""
     command = cli_command()
     extra = ["--quick"] if quick else []
-    shown = " ".join([Path(command[0]).name, *command[1:], "fit", "gal.csv", "--out", "DIR",
-                      "--no-progress", *extra])
-    print(f"== cli: {shown} (MAP, figures written), twice, same new DPGMM_PPL_CACHE_DIR")
-    print()
+    results = {}
+    for flag in ("--no-progress", "--progress"):
+        shown = " ".join([Path(command[0]).name, *command[1:], "fit", "gal.csv", "--out", "DIR",
+                          flag, *extra])
+        print(f"== cli: {shown} (MAP, figures written), twice, same new DPGMM_PPL_CACHE_DIR")
+        print()
+        runs = _cli_processes(command, [flag, *extra], baseline)
+        compile_ratio = runs[1]["compile"] / runs[0]["compile"]
+        print(f"   compile of process 2 / process 1: "
+              f"{ratio(runs[1]['compile'], runs[0]['compile'])} "
+              f"(target <= {PROCESS_RATIO_TARGET}: {verdict(compile_ratio <= PROCESS_RATIO_TARGET)}); "
+              "fit s, compile s, run s from summary.json; process s includes writing the figures")
+        print()
+        results[flag] = {"runs": runs, "compile_ratio": compile_ratio,
+                         "command": [*command[-1:], "fit", "gal.csv", "--out", "DIR", flag, *extra]}
+    return {**results["--no-progress"], "with_progress": results["--progress"]}
+
+
+def _cli_processes(command, flags, baseline):
     base = baseline.get("galaxies", {}).get("seconds") if baseline else None
     runs, rows = [], []
     with tempfile.TemporaryDirectory(prefix="dpgmm-compile-reuse-cli-") as tmp:
@@ -536,8 +556,7 @@ def section_cli(quick, baseline, log):
         env = child_environment(tmp / "cache")
         for process in (1, 2):
             out = tmp / f"out{process}"
-            wall, _ = run_process(
-                [*command, "fit", str(csv), "--out", str(out), "--no-progress", *extra], env)
+            wall, _ = run_process([*command, "fit", str(csv), "--out", str(out), *flags], env)
             summary = json.loads((out / "summary.json").read_text())
             times = summary["wall_seconds"]
             r = {"process": process, "process_wall": wall, "fit": times["fit"],
@@ -552,13 +571,7 @@ def section_cli(quick, baseline, log):
     print()
     print_table(["run", "process s", "fit s", "compile s", "run s", "cache files",
                  "process/BGM"], rows)
-    compile_ratio = runs[1]["compile"] / runs[0]["compile"]
-    print(f"   compile of process 2 / process 1: {ratio(runs[1]['compile'], runs[0]['compile'])} "
-          f"(target <= {PROCESS_RATIO_TARGET}: {verdict(compile_ratio <= PROCESS_RATIO_TARGET)}); "
-          "fit s, compile s, run s from summary.json; process s includes writing the figures")
-    print()
-    return {"runs": runs, "compile_ratio": compile_ratio,
-            "command": [*command[-1:], "fit", "gal.csv", "--out", "DIR", "--no-progress", *extra]}
+    return runs
 
 
 def section_cv(quick, log, name):
@@ -712,11 +725,13 @@ def main(argv=None):
             })
     if "cli" in sections:
         results["cli"] = section_cli(args.quick, baseline, log)
-        targets.append({
-            "target": f"CLI, compile of process 2 <= {PROCESS_RATIO_TARGET:.0%} of process 1's",
-            "value": results["cli"]["compile_ratio"], "limit": PROCESS_RATIO_TARGET,
-            "met": results["cli"]["compile_ratio"] <= PROCESS_RATIO_TARGET,
-        })
+        for name, cli in (("", results["cli"]), (" --progress", results["cli"]["with_progress"])):
+            targets.append({
+                "target": f"CLI{name}, compile of process 2 <= {PROCESS_RATIO_TARGET:.0%} "
+                          "of process 1's",
+                "value": cli["compile_ratio"], "limit": PROCESS_RATIO_TARGET,
+                "met": cli["compile_ratio"] <= PROCESS_RATIO_TARGET,
+            })
     if "cv" in sections:
         for name, entry in (("old_faithful", "cv"), ("iris", "cv_iris")):
             results[entry] = section_cv(args.quick, log, name)

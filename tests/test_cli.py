@@ -180,7 +180,7 @@ def test_fit_map_1d_with_figures_progress_bar_and_force(tmp_path, capsys):
     values = two_clusters_1d(7)
     csv = plain_csv(tmp_path / "x.csv", values, ["x"])
     out = tmp_path / "out"
-    code, printed, err = run(["fit", csv, "--out", out] + TINY_MAP, capsys)
+    code, printed, err = run(["fit", csv, "--out", out, "--progress"] + TINY_MAP, capsys)
     assert code == 0, err
     assert files_in(out) == ["density.png", "fit.nc", "loss.png", "summary.json",
                              "training.gif", "weights.png"]
@@ -386,6 +386,49 @@ def test_an_interrupted_fit_command_leaves_only_whole_files(where, tmp_path, cap
 
 # --- progress bars of the backends ------------------------------------------------------
 
+
+class _Stream:
+    """A stand-in for stderr that is, or is not, a terminal."""
+
+    def __init__(self, terminal):
+        self.terminal = terminal
+
+    def isatty(self):
+        return self.terminal
+
+    def write(self, text):
+        return len(text)
+
+    def flush(self):
+        pass
+
+
+@pytest.mark.parametrize("command", [["fit", "x.csv"], ["demo"], ["compare"]])
+@pytest.mark.parametrize("flags, terminal, shown", [
+    ([], True, True), ([], False, False), (["--progress"], False, True),
+    (["--no-progress"], True, False),
+])
+def test_progress_bars_are_shown_on_a_terminal_unless_asked_otherwise(
+    monkeypatch, command, flags, terminal, shown
+):
+    """Off by default where stderr is not a terminal: a program with a bar's
+    callbacks is left out of the compilation caches, so a batch of CLI runs
+    would compile every fit again."""
+    import dpgmm_ppl.cli as cli
+
+    seen = []
+    monkeypatch.setattr(cli, "_run", lambda args: seen.append(args.progress_bar))
+    monkeypatch.setattr(sys, "stderr", _Stream(terminal))
+    assert main(command + flags) == 0
+    assert seen == [shown]
+
+
+def test_progress_and_no_progress_together_are_refused(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["fit", "x.csv", "--progress", "--no-progress"])
+    assert stopped.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
 def assert_same_fit(first, second):
     for name in first.samples:
         np.testing.assert_array_equal(first.samples[name], second.samples[name], err_msg=name)
@@ -395,19 +438,34 @@ def assert_same_fit(first, second):
 
 
 @pytest.mark.slow
-def test_svi_progress_bar_counts_every_step_and_changes_nothing(capsys):
+@pytest.mark.parametrize("in_program", [True, False])
+def test_svi_progress_bar_counts_every_step_and_changes_nothing(monkeypatch, capsys, in_program):
     """130 steps, a report every 50 and at the last (inside a ``lax.cond``), for
     each of two restarts under ``vmap``: 260 steps. MAP's bar is checked through
-    the command (``test_fit_map_1d_with_figures_progress_bar_and_force``)."""
+    the command (``test_fit_map_1d_with_figures_progress_bar_and_force``).
+
+    A fit this short counts its steps from the host, once its program is done,
+    and runs the very program of the fit without a bar (which the compilation
+    caches keep); from ``IN_PROGRAM_WORK`` on, the program counts them itself.
+    """
+    from dpgmm_ppl.infer import _progress
+    from dpgmm_ppl.infer._common import PROGRAM_COUNTS
+
+    if in_program:
+        monkeypatch.setattr(_progress, "IN_PROGRAM_WORK", 0.0)
     common = dict(backend="svi", num_components=3, num_chains=2, num_steps=130, history_every=50,
                   num_samples=5, rng_key=5, chain_method="vectorized")
     quiet = dpgmm_ppl.fit(two_clusters_1d(2), **common)
     assert capsys.readouterr().err == ""
+    counts = dict(PROGRAM_COUNTS)
     shown = dpgmm_ppl.fit(two_clusters_1d(2), progress_bar=True, **common)
     err = capsys.readouterr().err
     assert "SVI" in err and "260/260" in err
     assert_same_fit(quiet, shown)
     assert shown.options["progress_bar"] is True and quiet.options["progress_bar"] is False
+    if not in_program:  # (in the program, the callbacks alone reach 260: finish() adds nothing)
+        assert PROGRAM_COUNTS["built"] == counts["built"]
+        assert PROGRAM_COUNTS["compiled"] == counts["compiled"]
 
 
 def test_minibatch_chunks_are_counted_as_they_finish():
@@ -423,6 +481,18 @@ def test_minibatch_chunks_are_counted_as_they_finish():
         assert bar.count == 500
         assert _count_finished(bar, pending + [(np.zeros(500), 300)], keep=0) == []
     assert bar.count == 1300
+
+
+def test_a_bar_counted_from_the_host_shows_every_step_once_the_program_is_done():
+    from dpgmm_ppl.infer._progress import StepBar
+
+    bar = StepBar("MAP", 400, enabled=True, in_program=False)
+    with bar:
+        bar.report(100, np.float32(1.0))  # nothing is traced, nothing counted
+        assert bar.count == 0
+        bar.finish()
+        bar.finish()  # the second time, nothing is left to count
+    assert bar.count == 400
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from test_program_reuse import OPTIONS, _clear_programs, _galaxies
 
 import dpgmm_ppl
 from dpgmm_ppl.density import build_log_density
-from dpgmm_ppl.infer import _common, _stored_programs
+from dpgmm_ppl.infer import _common, _progress, _stored_programs
 from dpgmm_ppl.infer._stored_programs import compile_stored, stable_key
 
 # Short runs on purpose: a crowded MAP fit is not what is checked here.
@@ -142,16 +142,23 @@ def test_a_stored_program_runs_like_the_program(store):
     assert len(_files(store)) == 2
 
 
-def test_programs_keyed_by_objects_or_with_a_progress_bar_are_not_stored(store):
+def test_programs_keyed_by_objects_or_with_a_progress_bar_are_not_stored(store, monkeypatch):
     assert stable_key(("map", ((), "float32", 6), "default", 200, None, True, 0.5)) == repr(
         ("map", ((), "float32", 6), "default", 200, None, True, 0.5))
     assert stable_key(("map", optax.adam(0.05))) is None
     assert stable_key(("map", [1, 2])) is None
     _fit("map", optimizer=optax.adam(0.05))  # a user's optimiser: no plain key
-    _fit("map", progress_bar=True)  # host callbacks
+    with monkeypatch.context() as patch:
+        patch.setattr(_progress, "IN_PROGRAM_WORK", 0.0)  # the bar counted in the program:
+        _fit("map", progress_bar=True)  # host callbacks
     assert _files(store) == []
-    _fit("map")
+    # A fit this short counts its bar's steps outside the program, which is
+    # then the program of the fit without a bar: stored, and found again.
+    _fit("map", progress_bar=True)
     assert len(_files(store)) == 1
+    counts = dict(_common.PROGRAM_COUNTS)
+    _fit("map")
+    assert len(_files(store)) == 1 and _common.PROGRAM_COUNTS["built"] == counts["built"]
 
 
 def test_the_store_lives_in_jax_cache_directory_and_not_without_it(tmp_path):

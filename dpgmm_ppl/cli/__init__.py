@@ -75,8 +75,14 @@ def _add_common(command, *, default_out, num_components, num_chains):
                          help="chains (NUTS) or independent restarts (MAP, SVI)")
     command.add_argument("--seed", type=int, default=0,
                          help="random seed; the same seed, the same fit")
-    command.add_argument("--no-progress", dest="progress_bar", action="store_false",
-                         help="no progress bars on stderr")
+    shown = command.add_mutually_exclusive_group()
+    shown.add_argument("--progress", dest="progress_bar", action="store_const", const=True,
+                       help="progress bars on stderr, the default when stderr is a terminal; "
+                            "a NUTS fit, or a long MAP or SVI one, with a bar is compiled in "
+                            "every process, since the compilation caches cannot keep the "
+                            "bar's callbacks")
+    shown.add_argument("--no-progress", dest="progress_bar", action="store_const", const=False,
+                       help="no progress bars, the default when stderr is not a terminal")
 
 
 def _add_fit(commands):
@@ -198,6 +204,8 @@ def main(argv=None):
         stderr), 1 when an output file cannot be written, 130 on Ctrl-C.
     """
     args = _parser().parse_args(argv)
+    if args.progress_bar is None:
+        args.progress_bar = _is_terminal(sys.stderr)
     try:
         _run(args)
     except (ValueError, TypeError) as error:
@@ -217,3 +225,11 @@ def _has_posterior_backends():
     from dpgmm_ppl.infer import BACKENDS
 
     return any(not backend.is_point_estimate for backend in BACKENDS.values())
+
+
+def _is_terminal(stream):
+    """Whether ``stream`` is a terminal (a stream without ``isatty`` is not)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no such method, or a closed stream
+        return False

@@ -206,9 +206,9 @@ def compile_and_run(
         compiled: Callable[..., Any] | None = _EXECUTABLES.pop(key, None)
         if compiled is None:
             PROGRAM_COUNTS["compiled"] += 1
-            # Without a progress bar (its host callbacks cannot be written),
-            # from the disk where an earlier process stored it traced.
-            store_key = None if bar.enabled else _STORE_KEYS.get(program)
+            # Without a bar's callbacks (they cannot be written), from the
+            # disk where an earlier process stored it traced.
+            store_key = None if bar.in_program else _STORE_KEYS.get(program)
             stored = compile_stored(program, args, store_key)
             if stored is None:
                 compiled = program.lower(*args).compile()
@@ -221,4 +221,5 @@ def compile_and_run(
         start = time.perf_counter()
         outputs = jax.block_until_ready(compiled(*args))
         run_seconds = time.perf_counter() - start
+        bar.finish()
     return outputs, {"compile_seconds": compile_seconds, "run_seconds": run_seconds}

@@ -76,7 +76,7 @@ from dpgmm_ppl.infer._common import (
 )
 from dpgmm_ppl.infer._map_program import make_restart, objective_fn
 from dpgmm_ppl.infer._optimise import optimizer_step
-from dpgmm_ppl.infer._progress import StepBar, check_progress_bar
+from dpgmm_ppl.infer._progress import check_progress_bar, optimiser_bar
 from dpgmm_ppl.infer.base import Backend, BackendOutput, check_chart
 
 if TYPE_CHECKING:
@@ -215,10 +215,12 @@ def run_map(
         ``"occam"`` and ``"unconstrained"`` it also sets which density is
         maximised. Must be the chart ``density`` was built in.
     progress_bar : bool
-        Show a tqdm bar of the steps of every restart on stderr. It is
-        advanced by a ``jax.debug.callback`` once every ``history_every``
-        steps, so the step loop runs as fast, and gives the same result, as
-        without it.
+        Show a tqdm bar of the steps of every restart on stderr. In a long
+        fit it is advanced by a ``jax.debug.callback`` once every
+        ``history_every`` steps, so the step loop runs as fast, and gives the
+        same result, as without it; a short fit, whose program the caches
+        then keep, shows its steps when it is done
+        (:func:`~dpgmm_ppl.infer._progress.optimiser_bar`).
 
     Returns
     -------
@@ -227,7 +229,7 @@ def run_map(
     """
     check_chart(density, parameterization)
     optimizer = DEFAULT_OPTIMIZER if optimizer is None else optimizer
-    bar = StepBar("MAP", num_chains * num_steps, enabled=progress_bar)
+    bar = optimiser_bar("MAP", density, num_chains * num_steps, progress_bar)
     # Everything that shapes the program; the data, priors, frame and keys
     # are its arguments, so a later fit with the same key runs it as it is.
     # The default optimiser by name: a key of plain values names the program on
@@ -235,7 +237,7 @@ def run_map(
     optimizer_key = "default" if optimizer is DEFAULT_OPTIMIZER else optimizer
     program_key = (
         "map", density.program.key, optimizer_key, num_steps, history_every, objective,
-        resolve_optimizer_chain_method(chain_method), bool(progress_bar),
+        resolve_optimizer_chain_method(chain_method), bar.in_program,
     )
     template = density._replace(data=None)
     program = cached_program(

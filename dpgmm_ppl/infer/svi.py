@@ -54,7 +54,7 @@ from dpgmm_ppl.infer._common import (
 from dpgmm_ppl.infer._minibatch import run_minibatch_chains
 from dpgmm_ppl.infer._minibatch_processes import run_spread_minibatch_chains
 from dpgmm_ppl.infer._optimise import optimizer_step
-from dpgmm_ppl.infer._progress import StepBar, check_progress_bar
+from dpgmm_ppl.infer._progress import check_progress_bar, optimiser_bar
 from dpgmm_ppl.infer._svi_program import make_chain_runner, output
 from dpgmm_ppl.infer._types import Optimizer, Position, Potential, Unravel
 from dpgmm_ppl.infer.base import Backend, BackendOutput, check_chart
@@ -332,10 +332,10 @@ def run_svi(
         ``min(N, 65536)`` rows shared by all restarts (an unbiased estimate
         whose error is common to every draw).
     progress_bar : bool
-        Show a tqdm bar of the steps of every restart on stderr, advanced
-        once every ``history_every`` steps from inside the compiled loop (by a
-        ``jax.debug.callback``), or between the chunks of streamed
-        minibatches; the result is the same as without it.
+        Show a tqdm bar of the steps of every restart on stderr, advanced every
+        ``history_every`` steps inside a long fit's loop, at the end of a short
+        one (:func:`~dpgmm_ppl.infer._progress.optimiser_bar`), or between the
+        chunks of streamed minibatches; the result is the same as without it.
 
     Returns
     -------
@@ -373,7 +373,7 @@ def run_svi(
         "num_steps": num_steps, "num_particles": num_particles,
         "num_samples": num_samples, "history_every": history_every,
     }
-    bar = StepBar("SVI", num_chains * num_steps, enabled=progress_bar)
+    bar = optimiser_bar("SVI", density, num_chains * num_steps, progress_bar)
 
     def make_step(potential_fn):
         return build_step(family, potential_fn, unravel, optimizer, num_particles=num_particles)
@@ -399,7 +399,7 @@ def run_svi(
     # (and on disk, dpgmm_ppl/infer/_stored_programs.py).
     program_key = (
         "svi", density.program.key, guide, rank, optimizer_key, tuple(sorted(options.items())),
-        resolve_optimizer_chain_method(chain_method), bool(progress_bar),
+        resolve_optimizer_chain_method(chain_method), bar.in_program,
     )
     template = density._replace(data=None)
     run_all = cached_program(
