@@ -429,6 +429,7 @@ def test_progress_and_no_progress_together_are_refused(capsys):
     assert stopped.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
 
+
 def assert_same_fit(first, second):
     for name in first.samples:
         np.testing.assert_array_equal(first.samples[name], second.samples[name], err_msg=name)
