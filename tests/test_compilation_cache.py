@@ -20,7 +20,7 @@ import pytest
 
 import dpgmm_ppl
 from dpgmm_ppl._compilation_cache import resolve_cache_directory
-from dpgmm_ppl.infer._stored_programs import STORE_FOLDER
+from dpgmm_ppl.infer._stored_programs import STORE_FOLDER, exports_as_jit_compiles
 
 #: Fits tiny data in a fresh process and prints, as JSON, what the cache saw.
 #: argv[1]: {"user_cache_dir": str or null, "fits": [[num_points, option], ...]},
@@ -133,10 +133,16 @@ def test_a_second_process_reads_what_the_first_wrote(sandbox):
     assert _entries(_user_cache(sandbox)) == written
     assert not (sandbox / "home" / ".cache").exists()
     # The fit's program, traced by the first process (infer/_stored_programs.py),
-    # read by the second and run to the same numbers, bit for bit.
+    # read by the second and run to the same numbers, bit for bit. From jax
+    # 0.12.1 on nothing is stored (an exported program rounds otherwise than
+    # under jit), and the two processes trace it alike, to the same numbers.
     stored = sorted((_user_cache(sandbox) / STORE_FOLDER).glob("*.jaxexport"))
-    assert len(stored) == 1
-    assert (first["programs_read"], second["programs_read"]) == (0, 1)
+    if exports_as_jit_compiles():
+        assert len(stored) == 1
+        assert (first["programs_read"], second["programs_read"]) == (0, 1)
+    else:
+        assert stored == []
+        assert (first["programs_read"], second["programs_read"]) == (0, 0)
     assert second["weights"] == first["weights"]
 
 

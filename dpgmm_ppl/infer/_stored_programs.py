@@ -14,9 +14,10 @@ settings, the versions of the libraries that trace it and a hash of this
 package's sources name the file, so an edit of the package or an upgrade
 never reads a stale program. Programs with a progress bar (host callbacks,
 which ``jax.export`` cannot write) and programs spread over several devices
-are never stored. Anything that goes wrong on the disk or in ``jax.export``
-falls back to compiling the program as it is, with no warning: the store
-only ever saves time.
+are never stored, and from jax 0.12.1 on nothing is
+(:func:`exports_as_jit_compiles`). Anything that goes wrong on the disk or
+in ``jax.export`` falls back to compiling the program as it is, with no
+warning: the store only ever saves time.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from typing import Any
 
 import jax
 
-__all__ = ["STORE_FOLDER", "compile_stored", "stable_key", "store_directory"]
+__all__ = ["STORE_FOLDER", "compile_stored", "exports_as_jit_compiles", "stable_key",
+           "store_directory"]
 
 #: The folder, inside JAX's cache directory, that holds the stored programs.
 STORE_FOLDER = "dpgmm_ppl-programs"
@@ -102,8 +104,23 @@ def _fingerprint() -> str:
 
 @functools.cache
 def _can_serialize() -> bool:
-    """Whether ``jax.export`` can write programs: it needs the ``flatbuffers`` package."""
-    return importlib.util.find_spec("flatbuffers") is not None
+    """Whether ``jax.export`` can write programs: it needs the ``flatbuffers``
+    package, and (:func:`exports_as_jit_compiles`) must give a plain ``jit``'s numbers."""
+    return importlib.util.find_spec("flatbuffers") is not None and exports_as_jit_compiles()
+
+
+def exports_as_jit_compiles() -> bool:
+    """Whether an exported program rounds as the same program under ``jit`` does.
+
+    Up to jax 0.12.0 it did. From 0.12.1 on, ``jax.jit`` on the CPU calls
+    kernels for ``lgamma`` and ``digamma`` and fuses the multiply-adds of
+    polynomials, while ``jax.export`` lowers them for older runtimes (as
+    polynomials, unfused), which it must do to write them. A stored program
+    would then round differently from the program without the store, and a
+    fit's numbers would depend on whether the store was there: so there,
+    nothing is stored, and each process traces its programs again.
+    """
+    return tuple(jax.__version_info__[:3]) < (0, 12, 1)
 
 
 def _spec(leaf: Any) -> jax.ShapeDtypeStruct:
