@@ -1,7 +1,9 @@
 """Test configuration: CPU only, float32 unless DPGMM_X64=1, fixed seeds."""
 
 import contextlib
+import importlib.util
 import os
+import pathlib
 import shutil
 import tempfile
 
@@ -141,3 +143,17 @@ def xla_optimized(request, _module_xla_optimization):
 def rng():
     """A NumPy generator with a fixed seed, fresh for every test."""
     return np.random.default_rng(20261124)
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """``load_benchmark("sbc")``: the script ``benchmarks/sbc.py``, imported as a module."""
+
+    def load(name):
+        path = pathlib.Path(__file__).parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

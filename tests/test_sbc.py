@@ -16,24 +16,16 @@ fewer components, ``infer/_nuts_starts.py``). NumPyro's centred chart of the sti
 0.0034 for alpha at 200 replications, which the first test would catch.
 """
 
-import importlib.util
-import pathlib
-
 import numpy as np
 import pytest
 
 # Long fits: compiled with XLA's optimisation passes (tests/conftest.py).
 pytestmark = [pytest.mark.slow, pytest.mark.xla_optimized]
 
-SBC_SCRIPT = pathlib.Path(__file__).parents[1] / "benchmarks" / "sbc.py"
-
 
 @pytest.fixture(scope="module")
-def sbc():
-    spec = importlib.util.spec_from_file_location("sbc_benchmark", SBC_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def sbc(load_benchmark):
+    return load_benchmark("sbc")
 
 
 def test_ranks_of_alpha_and_label_invariant_statistics_are_uniform(sbc):
