@@ -30,7 +30,8 @@ chains, warmup and draws.
     The same call with the options given on the command line
     (``--dense-mass``, ``--target-accept-prob``, ``--max-tree-depth``,
     ``--max-warmup-tree-depth``, ``--init-inverse-mass``,
-    ``--centered-sticks``, ``--split-merge``), printed after the defaults.
+    ``--centered-sticks``, ``--split-merge``, ``--energy-tolerance``, a
+    float or ``none`` for plain leapfrog steps), printed after the defaults.
 
 ``pymc`` (only where PyMC is installed: ``pip install 'dpgmm-ppl[pymc]'``)
     The same model in PyMC (Beta sticks, ``NormalMixture``), ``pm.sample``
@@ -51,8 +52,10 @@ Figures
     without it. NUTS compiles inside the run, so there is no separate warm
     call; each sampler runs once per key (sampling is too slow to repeat).
     ``ratio = ours / baseline``: for ESS/s, above 1.0 ours is better.
-    Also printed: divergences after warmup, mean leapfrog steps per draw and
-    the posterior mean of ``alpha``.
+    Also printed: divergences after warmup, draws whose tree stopped at an
+    irreversible step (``irrev``, ours only), mean leapfrog steps per draw
+    (ours: ``n_leapfrog``, halved steps and reversibility tests included)
+    and the posterior mean of ``alpha``.
 
 This is slow: at K = 25 each draw may take about 1,000 leapfrog steps
 (19,000 points each), so the default W = S = 500, C = 1 takes hours on two
@@ -64,7 +67,12 @@ acceptance: the medians over keys and the count of runs without a
 divergence are printed at the end), or ``python benchmarks/nuts_ess.py
 --quick``; ``--num-warmup``, ``--num-samples``, ``--num-chains``,
 ``--num-components`` override. PyMC runs with the first key only (it takes
-the longest).
+the longest). The four-chain check of the acceptance is
+``python benchmarks/nuts_ess.py --num-chains 4 --no-baseline --no-pymc
+--rng-keys 0 1 2 3``: with more than one chain each row of ours is followed
+by its ``Fit.diagnostics()`` (divergences, irreversible stops, max R-hat and
+min ESS of ``alpha``, ``lp`` and the log density at the data's 10/50/90 %
+quantiles).
 """
 
 from __future__ import annotations
@@ -143,8 +151,10 @@ def run_ours(data, args, options):
         "wall": wall,
         "compile": result.timing["compile_seconds"],
         "diverging": int(np.sum(stats["diverging"])),
-        "steps": float(np.mean(stats["n_steps"])),
+        "irreversible": int(np.sum(stats["irreversible"])),
+        "steps": float(np.mean(stats["n_leapfrog"])),
         "warnings": [str(w.message) for w in caught],
+        "diagnostics": result.diagnostics() if args.num_chains > 1 else None,
     }
 
 
@@ -196,14 +206,15 @@ def run_pymc(data, args):
 
 
 OPTION_NAMES = ("max_tree_depth", "max_warmup_tree_depth", "target_accept_prob", "dense_mass",
-                "init_inverse_mass", "centered_sticks", "split_merge")
+                "init_inverse_mass", "centered_sticks", "split_merge", "energy_tolerance")
 
 
 def run_key(data, args, key):
     """Every sampler of one row group, with ``key``: baseline, ours at the
     defaults, ours with the options given (if any), PyMC (first key only)."""
     keyed = argparse.Namespace(**{**vars(args), "rng_key": key})
-    sides = [("baseline", run_baseline(data, keyed)), ("defaults", run_ours(data, keyed, {}))]
+    sides = [] if args.no_baseline else [("baseline", run_baseline(data, keyed))]
+    sides.append(("defaults", run_ours(data, keyed, {})))
     if args.options:
         sides.append(("options", run_ours(data, keyed, args.options)))
     if not args.no_pymc and key == args.rng_keys[0]:
@@ -219,7 +230,7 @@ def run_key(data, args, key):
 def print_rows(key, sides):
     head = (f"{'key':>3} {'':<9} {'wall s':>8} {'compile s':>10} {'ESS alpha':>10} {'ESS lp':>8} "
             f"{'ESS/s alpha':>12} {'ESS/s lp':>9} {'ESS/s alpha*':>13} {'ESS/s lp*':>10} "
-            f"{'diverging':>10} {'steps/draw':>11} {'mean alpha':>11}")
+            f"{'diverging':>10} {'irrev':>6} {'steps/draw':>11} {'mean alpha':>11}")
     print(head)
     print("-" * len(head))
     for name, s in sides.items():
@@ -227,10 +238,14 @@ def print_rows(key, sides):
               f"{s['ess_lp']:>8.1f} {s['ess_alpha'] / s['wall']:>12.3f} "
               f"{s['ess_lp'] / s['wall']:>9.3f} {s['ess_alpha'] / s['run_only']:>13.3f} "
               f"{s['ess_lp'] / s['run_only']:>10.3f} {s['diverging']:>10d} "
+              f"{s.get('irreversible', '-'):>6} "
               f"{s['steps']:>11.1f} {float(np.mean(s['alpha'])):>11.3f}")
-    base = sides["baseline"]
     for name, s in sides.items():
-        if name == "baseline":
+        if s.get("diagnostics") is not None:
+            print(f"{key:>3} {name:<9} {s['diagnostics']}")
+    base = sides.get("baseline")
+    for name, s in sides.items():
+        if base is None or name == "baseline":
             continue
         print(f"{key:>3} {name + '/base':<13} wall {ratio(s['wall'], base['wall'])}, "
               f"ESS/s alpha {ratio(s['ess_alpha'] / s['wall'], base['ess_alpha'] / base['wall'])}, "
@@ -262,11 +277,16 @@ def main(argv=None):
                         help="the options row: 'auto' or an int")
     parser.add_argument("--split-merge", type=int, default=None,
                         help="the options row: split-merge proposals per transition")
+    parser.add_argument("--energy-tolerance", default=None,
+                        help="the options row: a float, or 'none' for plain leapfrog steps")
     parser.add_argument("--rng-keys", type=int, nargs="+", default=[0],
                         help="one row group per key, every sampler with that key (default: 0); "
                              "with several, the medians over keys are printed")
     parser.add_argument("--rng-key", type=int, default=None, help="the same as --rng-keys N")
     parser.add_argument("--no-pymc", action="store_true", help="skip PyMC even if installed")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the hand-written model (for the four-chain check: "
+                             "--num-chains 4 prints Fit.diagnostics() of each row)")
     args = parser.parse_args(argv)
     if args.rng_key is not None:
         args.rng_keys = [args.rng_key]
@@ -275,9 +295,14 @@ def main(argv=None):
             args.centered_sticks = int(args.centered_sticks)
         except ValueError:
             parser.error(f"--centered-sticks: 'auto' or an int, got {args.centered_sticks!r}")
+    if args.energy_tolerance is not None:
+        tolerance = args.energy_tolerance
+        args.energy_tolerance = "none" if tolerance == "none" else float(tolerance)
     if args.dense_mass is not None:
         args.dense_mass = {"auto": "auto", "true": True, "false": False}[args.dense_mass]
     args.options = {name: getattr(args, name) for name in OPTION_NAMES if getattr(args, name) is not None}
+    if args.options.get("energy_tolerance") == "none":
+        args.options["energy_tolerance"] = None
     quick_defaults = {"num_components": 4, "num_warmup": 100, "num_samples": 100}
     full_defaults = {"num_components": 25, "num_warmup": 500, "num_samples": 500}
     for name, value in (quick_defaults if args.quick else full_defaults).items():
@@ -307,6 +332,9 @@ def main(argv=None):
     if args.no_pymc or not any("pymc" in sides for sides in results.values()):
         print("  PyMC: " + ("skipped (--no-pymc)." if args.no_pymc else
                           "not installed, skipped (pip install 'dpgmm-ppl[pymc]' to add it)."))
+
+    if args.no_baseline:
+        return
 
     def per_second(side, name):
         return side[f"ess_{name}"] / side["wall"]

@@ -18,9 +18,10 @@ Statistics
     draw (label-invariant).
 
 One compiled program serves every replication: the shared density's
-``potential_fn(position, data)`` takes the data as an argument, so NumPyro's
-functional NUTS (:func:`numpyro.infer.hmc.hmc` with ``potential_fn_gen``)
-gets the data as a model argument and the whole warmup-and-sampling loop is
+``potential_fn(position, data)`` takes the data as an argument, so the
+backend's own kernel (``dpgmm_ppl.infer._nuts_kernel``: NumPyro's warmup
+adaptation around the package's trees, halving leapfrog steps included)
+gets the data as an argument and the whole warmup-and-sampling loop is
 compiled once, then run under ``lax.map`` for each chunk of replications.
 
 The priors are fixed numbers (the model's standardised defaults: locations
@@ -84,12 +85,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from numpyro.infer import Predictive
-from numpyro.infer.hmc import hmc
 from scipy import stats
 
 from dpgmm_ppl._frame import Frame
 from dpgmm_ppl.density import build_log_density
 from dpgmm_ppl.distributions import GaussianMixture
+from dpgmm_ppl.infer._nuts_kernel import init_state, make_transition
 from dpgmm_ppl.infer._nuts_starts import CANDIDATES_PER_CHAIN, sort_by_weight
 from dpgmm_ppl.infer._nuts_starts import descend as descend_fn
 from dpgmm_ppl.infer.nuts import NUTS, resolve_dense_mass, size_defaults
@@ -119,10 +120,6 @@ def make_replication(
     density, *, num_warmup, num_samples, thinning, num_init_steps, options, order="weight"
 ):
     """``(rng_key, data) -> (statistics of the thinned draws, divergences)``."""
-    init_kernel, sample_kernel = hmc(
-        potential_fn_gen=lambda data: lambda position: density.potential_fn(position, data),
-        algo="NUTS",
-    )
     descend = descend_fn(density, num_init_steps) if num_init_steps else None
 
     def start(rng_key, data):
@@ -153,16 +150,21 @@ def make_replication(
     )
     dense_mass = resolve_dense_mass(dense_mass, num_warmup, density.init_position)
 
+    settings = dict(num_warmup=num_warmup, target_accept_prob=target_accept_prob,
+                    dense_mass=dense_mass)
+
     def replication(rng_key, data):
         init_key, sample_key = jax.random.split(rng_key)
-        state = init_kernel(
-            start(init_key, data), num_warmup, model_args=(data,), rng_key=sample_key,
-            target_accept_prob=target_accept_prob,
-            dense_mass=dense_mass, max_tree_depth=options["max_tree_depth"],
-        )
+
+        def potential_fn(position):
+            return density.potential_fn(position, data)
+
+        state = init_state(potential_fn, start(init_key, data), sample_key, **settings)
+        transition = make_transition(potential_fn, max_tree_depth=options["max_tree_depth"],
+                                     energy_tolerance=options["energy_tolerance"], **settings)
 
         def step(state, _):
-            state = sample_kernel(state, model_args=(data,))
+            state, _ = transition(state)
             return state, (state.z, state.diverging)
 
         state, _ = jax.lax.scan(step, state, None, length=num_warmup)

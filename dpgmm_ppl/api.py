@@ -133,7 +133,8 @@ def fit(
         ``"map"``: gradient descent to the mode of the log joint
         (:mod:`dpgmm_ppl.infer.map`); ``"svi"``: a Gaussian variational
         family on the unconstrained space (:mod:`dpgmm_ppl.infer.svi`);
-        ``"nuts"``: NumPyro's NUTS on the same log-density
+        ``"nuts"``: NUTS (NumPyro's warmup adaptation, the package's trees)
+        on the same log-density
         (:mod:`dpgmm_ppl.infer.nuts`).
     rng_key : int or PRNGKey
         Seeds the initialisation and any sampling; the same key gives the same fit.
@@ -201,7 +202,11 @@ def fit(
         or how many of the first sticks to centre), ``split_merge``
         (split-merge proposals after each transition, which move a small
         component into its neighbour or the reverse; 0, the default, for
-        none; diagonal or 1-d covariances). ``target_accept_prob``,
+        none; diagonal or 1-d covariances), ``energy_tolerance`` (20 by
+        default: a step of the tree over which the Hamiltonian changes by
+        more than this is taken as 2 to 32 shorter leapfrog steps, kept only
+        if the rule agrees backwards; ``None`` for plain leapfrog steps).
+        ``target_accept_prob``,
         ``dense_mass``, ``max_warmup_tree_depth`` and ``centered_sticks``
         left at their defaults are set by the number of points: 0.9, a
         dense mass matrix where the warmup can estimate it, full-depth

@@ -150,6 +150,12 @@ class Diagnostics:
         NUTS: each chain's share of draws whose tree reached
         ``max_tree_depth`` (the sample statistic ``reached_max_treedepth``);
         ``None`` for a fit without it.
+    irreversible : int or None
+        NUTS: draws after warmup whose tree stopped at a step that failed
+        the reversibility test of the halving leapfrog
+        (:mod:`~dpgmm_ppl.infer._nuts_tree`). Such a stop keeps the chain
+        exact, so it is not a problem; many of them mean short trees.
+        ``None`` for a fit without the statistic.
 
     Examples
     --------
@@ -168,6 +174,7 @@ class Diagnostics:
     rhat: tuple[Optional[float], ...]
     ess: tuple[Optional[float], ...]
     treedepth_shares: Optional[tuple[float, ...]] = None
+    irreversible: Optional[int] = None
 
     def _extreme(self, values, pick):
         """``(value, quantity)`` of the worst defined value; NaN counts as the worst."""
@@ -219,9 +226,11 @@ class Diagnostics:
     def __repr__(self) -> str:
         rhat, rhat_name = self._extreme(self.rhat, max)
         ess, ess_name = self._extreme(self.ess, min)
-        parts = [f"divergences {self.divergences}",
-                 "max R-hat None" if rhat is None else f"max R-hat {rhat:.3f} ({rhat_name})",
-                 "min ESS None" if ess is None else f"min ESS {ess:.0f} ({ess_name})"]
+        parts = [f"divergences {self.divergences}"]
+        if self.irreversible is not None:
+            parts.append(f"irreversible {self.irreversible}")
+        parts += ["max R-hat None" if rhat is None else f"max R-hat {rhat:.3f} ({rhat_name})",
+                  "min ESS None" if ess is None else f"min ESS {ess:.0f} ({ess_name})"]
         chains = f"{self.num_chains} chain{'' if self.num_chains == 1 else 's'}"
         return (f"Diagnostics({self.backend}, {chains} x {self.num_draws} draws: "
                 + ", ".join(parts) + ")")
@@ -232,8 +241,8 @@ class Diagnostics:
         Returns
         -------
         dict
-            ``divergences``, ``max_rhat``, ``min_ess``, per-quantity ``rhat``
-            and ``ess``, ``treedepth_shares``, the ``thresholds`` applied
+            ``divergences``, ``irreversible``, ``max_rhat``, ``min_ess``,
+            per-quantity ``rhat`` and ``ess``, ``treedepth_shares``, the ``thresholds`` applied
             and the ``problems``.
         """
         return {
@@ -241,6 +250,7 @@ class Diagnostics:
             "num_chains": self.num_chains,
             "num_draws": self.num_draws,
             "divergences": self.divergences,
+            "irreversible": self.irreversible,
             "max_rhat": _finite_or_none(self.max_rhat),
             "min_ess": _finite_or_none(self.min_ess),
             "rhat": {name: _finite_or_none(v) for name, v in zip(self.quantities, self.rhat)},
@@ -397,9 +407,11 @@ def diagnose(fit: Fit) -> Diagnostics:
 
     if not isinstance(fit, Fit):
         raise TypeError(f"fit must be a dpgmm_ppl.Fit, got {type(fit).__name__}")
-    divergences = shares = None
+    divergences = shares = irreversible = None
     if "diverging" in fit.sample_stats:
         divergences = int(np.sum(fit.sample_stats["diverging"]))
+    if "irreversible" in fit.sample_stats:
+        irreversible = int(np.sum(fit.sample_stats["irreversible"]))
     if "reached_max_treedepth" in fit.sample_stats:
         shares = treedepth_shares(fit.sample_stats["reached_max_treedepth"])
     if fit.num_draws < _MIN_DRAWS:  # nothing to compute (MAP): no densities either
@@ -417,4 +429,5 @@ def diagnose(fit: Fit) -> Diagnostics:
         rhat=tuple(rhat for rhat, _ in pairs),
         ess=tuple(ess for _, ess in pairs),
         treedepth_shares=shares,
+        irreversible=irreversible,
     )

@@ -177,6 +177,15 @@ def test_the_result_is_immutable_short_and_plain_json():
                                   "bulk ESS of lp is 90 < 200 (100 per chain)"]
 
 
+def test_irreversible_stops_are_reported_but_are_not_a_problem(nuts_fit):
+    result = nuts_fit.diagnostics()
+    assert result.irreversible == int(np.sum(nuts_fit.sample_stats["irreversible"]))
+    assert f"irreversible {result.irreversible}, max R-hat" in repr(result)
+    assert result.to_dict()["irreversible"] == result.irreversible
+    stopped = dataclasses.replace(result, irreversible=50)
+    assert stopped.problems == result.problems
+
+
 def test_a_non_fit_is_refused():
     with pytest.raises(TypeError, match="fit must be a dpgmm_ppl.Fit, got dict"):
         diagnose({"alpha": np.ones((1, 1))})

@@ -263,28 +263,26 @@ def test_a_transition_with_jumps_leaves_nuts_a_current_potential_and_gradient():
     """After each NUTS transition and its jumps, the kernel's state holds the
     potential and the gradient of its position, as NUTS's next trajectory
     needs (a stale one would start it from another point's energy)."""
-    from numpyro.infer.hmc import hmc
-
+    from dpgmm_ppl.infer._nuts_kernel import init_state, make_transition
     from dpgmm_ppl.infer._nuts_program import _with_jumps
 
     rng = np.random.default_rng(3)
     x = np.concatenate([rng.normal(-2.0, 1.0, 40), rng.normal(2.0, 0.5, 30)])
     density = build_log_density(x, num_components=4, parameterization="noncentered")
 
-    def potential_fn_gen(data, params):
-        bound = density._replace(data=None).bind(params)
-        return lambda z: bound.potential_fn(z, data)
+    def potential_fn(z):
+        return density.potential_fn(z, density.data)
 
-    init_kernel, sample_kernel = hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
-    model_args = (density.data, density.params)
-    transition = _with_jumps(sample_kernel, density._replace(data=None), 8, *model_args)
-    state = init_kernel(density.seed_position(jax.random.PRNGKey(0), density.data), 50,
-                        max_tree_depth=5, model_args=model_args, rng_key=jax.random.PRNGKey(1))
-    step = jax.jit(lambda state: transition(state, model_args))
-    potential_and_grad = jax.jit(jax.value_and_grad(potential_fn_gen(*model_args)))
+    settings = dict(num_warmup=50, dense_mass=False, target_accept_prob=0.8)
+    nuts = make_transition(potential_fn, max_tree_depth=5, energy_tolerance=20.0, **settings)
+    transition = _with_jumps(nuts, potential_fn, density, 8, density.params)
+    state = init_state(potential_fn, density.seed_position(jax.random.PRNGKey(0), density.data),
+                       jax.random.PRNGKey(1), **settings)
+    step = jax.jit(transition)
+    potential_and_grad = jax.jit(jax.value_and_grad(potential_fn))
     total = 0
     for _ in range(60):
-        state, accepted = step(state)
+        state, (_, accepted) = step(state)
         total += int(accepted)
         potential, grad = potential_and_grad(state.z)
         np.testing.assert_allclose(state.potential_energy, potential, rtol=1e-5, atol=1e-4)

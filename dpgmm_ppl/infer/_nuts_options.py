@@ -20,7 +20,7 @@ from dpgmm_ppl.infer._progress import check_progress_bar
 __all__ = ["CHAIN_METHODS", "MANY_POINTS", "check_split_merge", "resolve_chain_method",
            "resolve_dense_mass",
            "size_defaults", "validate_options", "warn_of_centered_chart",
-           "warn_on_depth_bound", "warn_on_divergences"]
+           "warn_on_depth_bound", "warn_on_divergences", "check_energy_tolerance"]
 
 #: ``chain_method`` values of NUTS (those of :class:`numpyro.infer.MCMC`).
 CHAIN_METHODS = ("parallel", "sequential", "vectorized")
@@ -207,6 +207,23 @@ def check_split_merge(split_merge, density, parameterization):
     return int(split_merge)
 
 
+def check_energy_tolerance(energy_tolerance):
+    """Refuse an ``energy_tolerance`` that is not ``None`` or a finite float > 0."""
+    if energy_tolerance is None:
+        return
+    if isinstance(energy_tolerance, (bool, np.bool_)) or not isinstance(
+        energy_tolerance, (int, float, np.integer, np.floating)
+    ):
+        raise TypeError(
+            "energy_tolerance must be None or a float > 0, got "
+            f"{energy_tolerance!r} of type {type(energy_tolerance).__name__}"
+        )
+    if not (np.isfinite(energy_tolerance) and energy_tolerance > 0):
+        raise ValueError(
+            f"energy_tolerance must be a finite float > 0 (or None), got {energy_tolerance}"
+        )
+
+
 def validate_options(options, *, default_centered_sticks):
     """Refuse NUTS options of the wrong type or range, naming the option."""
     check_positive_int("num_samples", options["num_samples"])
@@ -231,6 +248,7 @@ def validate_options(options, *, default_centered_sticks):
         )
     if target is not None and not 0.0 < target < 1.0:
         raise ValueError(f"target_accept_prob must be in (0, 1), got {target}")
+    check_energy_tolerance(options["energy_tolerance"])
     if not (isinstance(options["dense_mass"], (bool, np.bool_)) or options["dense_mass"] == "auto"):
         raise TypeError(
             f"dense_mass must be True, False or 'auto', got {options['dense_mass']!r}"

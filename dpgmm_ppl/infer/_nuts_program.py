@@ -1,35 +1,30 @@
-"""NumPyro's NUTS kernel as one compiled program, kept for every fit of its shape.
+"""The package's NUTS kernel as one compiled program, kept for every fit of its shape.
 
 :class:`numpyro.infer.MCMC` compiles its sampler for the potential function
 it is handed, so each fit, with other data or priors, paid the compilation
-again. Here the kernel is NumPyro's functional one
-(:func:`numpyro.infer.hmc.hmc` with ``algo="NUTS"``, the kernel behind
-:class:`numpyro.infer.NUTS`, with its step-size and mass-matrix adaptation)
-and the data and the density's arguments reach the potential as model
-arguments (``potential_fn_gen``). The warmup and the draws are two
-``lax.scan`` loops in one jitted function of ``(keys, starts, inverse mass,
-data, params)``, kept by :func:`~dpgmm_ppl.infer._common.cached_program`.
+again. Here the kernel is the package's (:mod:`~dpgmm_ppl.infer._nuts_kernel`:
+NumPyro's step-size and mass-matrix adaptation around trees whose leapfrog
+steps halve where the energy changes fast), and the data and the density's
+arguments reach the potential as arguments of the program. The warmup and
+the draws are two ``lax.scan`` loops in one jitted function of ``(keys,
+starts, inverse mass, data, params)``, kept by
+:func:`~dpgmm_ppl.infer._common.cached_program`.
 """
 
 from __future__ import annotations
 
 import jax
 import numpy as np
-from numpyro.infer.hmc import hmc
 
 from dpgmm_ppl.infer._common import cached_program, compile_and_run
+from dpgmm_ppl.infer._nuts_kernel import init_state, make_transition
 from dpgmm_ppl.infer._nuts_moves import make_jumps
 
-__all__ = ["EXTRA_FIELDS", "run_sampler", "sample_stats_of"]
-
-#: Per-draw fields of the kernel's state that are kept (NumPyro's names).
-EXTRA_FIELDS = (
-    "potential_energy", "accept_prob", "num_steps", "adapt_state.step_size", "energy",
-    "diverging",
-)
+__all__ = ["run_sampler", "sample_stats_of"]
 
 
-def _extra_fields(state):
+def _fields(state, tree):
+    """What each draw keeps, under NumPyro's names where it has them."""
     return {
         "potential_energy": state.potential_energy,
         "accept_prob": state.accept_prob,
@@ -37,6 +32,9 @@ def _extra_fields(state):
         "adapt_state.step_size": state.adapt_state.step_size,
         "energy": state.energy,
         "diverging": state.diverging,
+        "irreversible": tree.irreversible,
+        "num_leapfrog": tree.num_leapfrog,
+        "tree_depth": tree.tree_depth,
     }
 
 
@@ -44,37 +42,32 @@ def _make_chain(template, settings, bar):
     """``run_chain(key, start, inverse_mass, data, params) -> (last position, draws, fields)``."""
     num_warmup, num_samples = settings["num_warmup"], settings["num_samples"]
 
-    def potential_fn_gen(data, params):
-        density = template.bind(params)
-        return lambda position: density.potential_fn(position, data)
-
     def run_chain(rng_key, start, inverse_mass, data, params):
-        init_kernel, sample_kernel = hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
-        model_args = (data, params)
-        num_jumps = settings["split_merge"]
-        transition = _with_jumps(sample_kernel, template, num_jumps, data, params)
-        state = init_kernel(
-            start,
-            num_warmup,
-            inverse_mass_matrix=inverse_mass,
-            dense_mass=settings["dense_mass"],
-            target_accept_prob=settings["target_accept_prob"],
-            trajectory_length=None,
-            max_tree_depth=settings["max_tree_depth"],
-            model_args=model_args,
-            rng_key=rng_key,
+        density = template.bind(params)
+
+        def potential_fn(position):
+            return density.potential_fn(position, data)
+
+        kernel_settings = dict(num_warmup=num_warmup, dense_mass=settings["dense_mass"],
+                               target_accept_prob=settings["target_accept_prob"])
+        transition = _with_jumps(
+            make_transition(potential_fn, max_tree_depth=settings["max_tree_depth"],
+                            energy_tolerance=settings["energy_tolerance"], **kernel_settings),
+            potential_fn, density, settings["split_merge"], params,
         )
+        state = init_state(potential_fn, start, rng_key, inverse_mass=inverse_mass,
+                           **kernel_settings)
 
         def warmup(state, _):
-            state, _ = transition(state, model_args)
+            state, _ = transition(state)
             bar.report(1, state.potential_energy)
             return state, None
 
         def draw(state, _):
-            state, jumps = transition(state, model_args)
+            state, (tree, jumps) = transition(state)
             bar.report(1, state.potential_energy)
-            fields = _extra_fields(state)
-            if num_jumps:
+            fields = _fields(state, tree)
+            if settings["split_merge"]:
                 fields["jumps_accepted"] = jumps
             return state, (state.z, fields)
 
@@ -85,27 +78,27 @@ def _make_chain(template, settings, bar):
     return run_chain
 
 
-def _with_jumps(sample_kernel, template, num_jumps, data, params):
-    """NUTS's transition followed by ``num_jumps`` split-merge proposals
-    (:mod:`~dpgmm_ppl.infer._nuts_moves`); NUTS's own with none."""
+def _with_jumps(transition, potential_fn, density, num_jumps, params):
+    """The NUTS transition followed by ``num_jumps`` split-merge proposals
+    (:mod:`~dpgmm_ppl.infer._nuts_moves`): ``state -> (state, (tree stats, accepted))``."""
     if not num_jumps:
-        return lambda state, model_args: (sample_kernel(state, model_args=model_args), None)
-    density = template.bind(params)
-    jump = make_jumps(
-        lambda z: density.potential_fn(z, data), density.num_centered_sticks, num_jumps
-    )
+        def without_jumps(state):
+            state, tree = transition(state)
+            return state, (tree, None)
+        return without_jumps
+    jump = make_jumps(potential_fn, density.num_centered_sticks, num_jumps)
 
-    def transition(state, model_args):
-        state = sample_kernel(state, model_args=model_args)
+    def with_jumps(state):
+        state, tree = transition(state)
         key, jump_key = jax.random.split(state.rng_key)
         z, potential, grad, accepted = jump(
             jump_key, state.z, state.potential_energy, state.z_grad,
             params.num_data, params.priors,
         )
         state = state._replace(z=z, potential_energy=potential, z_grad=grad, rng_key=key)
-        return state, accepted
+        return state, (tree, accepted)
 
-    return transition
+    return with_jumps
 
 
 def _chains(run_chain, chain_method):
@@ -144,13 +137,15 @@ def run_sampler(rng_key, density, starts, inverse_mass, *, bar, chain_method, **
     **settings
         ``num_warmup``, ``num_samples``, ``target_accept_prob``,
         ``dense_mass`` and ``max_tree_depth`` (an int, or the pair
-        ``(warmup, sampling)``), as NumPyro's ``NUTS`` takes them.
+        ``(warmup, sampling)``), as NumPyro's ``NUTS`` takes them;
+        ``energy_tolerance`` (:func:`~dpgmm_ppl.infer._nuts_kernel.make_transition`)
+        and ``split_merge``.
 
     Returns
     -------
     (last_positions, draws, fields, timing)
         Each chain's last position, its draws ``(chain, draw, ...)``, the
-        :data:`EXTRA_FIELDS` per draw, and ``compile_seconds`` /
+        fields per draw (:func:`sample_stats_of` names them), and ``compile_seconds`` /
         ``run_seconds``.
     """
     num_chains = jax.tree_util.tree_leaves(starts)[0].shape[0]
@@ -167,33 +162,34 @@ def run_sampler(rng_key, density, starts, inverse_mass, *, bar, chain_method, **
     return last, draws, fields, timing
 
 
-#: Fields of the kernel state recorded per draw, and their ArviZ names.
+#: Fields recorded per draw, and their ArviZ names.
 _STAT_NAMES = {
     "potential_energy": "lp",
     "accept_prob": "acceptance_rate",
     "num_steps": "n_steps",
     "adapt_state.step_size": "step_size",
     "energy": "energy",
+    "diverging": "diverging",
+    "irreversible": "irreversible",
+    "num_leapfrog": "n_leapfrog",
+    "tree_depth": "tree_depth",
+    "jumps_accepted": "jumps_accepted",
 }
 
 
 def sample_stats_of(extra_fields, max_tree_depth):
     """The per-draw fields of :func:`run_sampler` as ArviZ's sample statistics.
 
-    ``max_tree_depth`` is the sampling bound on the tree depth; a draw whose
-    tree reached it is marked in ``reached_max_treedepth`` (PyMC's name).
+    ``n_steps`` counts the tree's leaves, ``n_leapfrog`` the leapfrog steps
+    taken for them (more where steps were halved, and those of the
+    reversibility tests), ``tree_depth`` the doublings begun.
+    ``max_tree_depth`` is the sampling bound on the depth; a draw whose tree
+    reached it is marked in ``reached_max_treedepth`` (PyMC's name; as Stan
+    counts it, the last doubling was begun whether or not it ended in a
+    U-turn).
     """
-    stats = {name: extra_fields[field] for field, name in _STAT_NAMES.items()}
+    stats = {name: extra_fields[field] for field, name in _STAT_NAMES.items()
+             if field in extra_fields}
     stats["lp"] = -stats["lp"]
-    stats["diverging"] = extra_fields["diverging"]
-    if "jumps_accepted" in extra_fields:
-        stats["jumps_accepted"] = extra_fields["jumps_accepted"]
-    # NumPyro does not record the depth. A tree of depth d that runs to the
-    # end takes 2**d - 1 leapfrog steps, so this is exact for those (ArviZ's
-    # own NumPyro converter uses the same formula); a tree stopped early by
-    # a U-turn or a divergence inside a subtree reports the depth it reached.
-    n_steps = np.maximum(np.asarray(stats["n_steps"]), 1)
-    stats["tree_depth"] = np.floor(np.log2(n_steps)).astype(np.int64) + 1
-    # As Stan counts it: the last doubling was begun, whether or not it ended in a U-turn.
-    stats["reached_max_treedepth"] = stats["tree_depth"] >= max_tree_depth
+    stats["reached_max_treedepth"] = np.asarray(stats["tree_depth"]) >= max_tree_depth
     return stats

@@ -1,8 +1,9 @@
-"""NUTS: NumPyro's No-U-Turn sampler on the shared potential.
+"""NUTS: the No-U-Turn sampler on the shared potential.
 
-The sampler is NumPyro's own NUTS kernel with its step-size and mass-matrix
-adaptation (:func:`numpyro.infer.hmc.hmc`, the functional form of
-:class:`numpyro.infer.NUTS`), on the shared
+The sampler is NUTS with NumPyro's step-size and mass-matrix adaptation
+around trees of the package's own (:mod:`~dpgmm_ppl.infer._nuts_tree`),
+whose leapfrog steps halve where the Hamiltonian changes by more than
+``energy_tolerance`` within one step, on the shared
 :attr:`~dpgmm_ppl.density.LogDensity.potential_fn` rather than the model
 traced again: the density NUTS explores is, bit for bit, the one MAP and SVI
 evaluate. The warmup and the draws of every chain run as one compiled
@@ -36,12 +37,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import jax
 import numpy as np
-from numpyro.infer.hmc import HMCState, hmc
-from numpyro.infer.util import ParamInfo
+from numpyro.infer.hmc import HMCState
 
 from dpgmm_ppl.density import rechart
 from dpgmm_ppl.infer._common import CompileTimer
 from dpgmm_ppl.infer._nuts_chart import centered_stick_count, plan_scouting, scout
+from dpgmm_ppl.infer._nuts_kernel import DEFAULT_ENERGY_TOLERANCE, init_state, make_transition
 from dpgmm_ppl.infer._nuts_options import (
     MANY_POINTS,
     check_split_merge,
@@ -92,6 +93,7 @@ def run_nuts(
     max_warmup_tree_depth: int | None = None,
     centered_sticks: str | int | None = 0,
     split_merge: int = 0,
+    energy_tolerance: float | None = DEFAULT_ENERGY_TOLERANCE,
     progress_bar: bool = False,
 ) -> BackendOutput:
     """Run ``num_chains`` NUTS chains on the shared log-density.
@@ -162,6 +164,12 @@ def run_nuts(
         that take a small component into its neighbour and leave it empty,
         or the reverse, which NUTS alone seldom does. ``0``: none. Needs
         ``parameterization="noncentered"`` and a diagonal (or 1-d) covariance.
+    energy_tolerance : float or None
+        A step of the tree over which the Hamiltonian varies by more than
+        this is taken as 2, 4, .. 32 shorter leapfrog steps, and kept only
+        if the same rule run backwards agrees (:mod:`~dpgmm_ppl.infer._nuts_tree`);
+        a tree that meets a step that fails is stopped and the draw counted
+        in ``irreversible``. ``None``: plain leapfrog steps, as NumPyro's NUTS.
     progress_bar : bool
         Show a tqdm bar on stderr over the iterations of every chain (one
         more for the scouting warmup), advanced from inside the compiled
@@ -172,7 +180,8 @@ def run_nuts(
     BackendOutput
         ``positions`` of shape ``(num_chains, num_samples, ...)``;
         ``sample_stats`` ``lp`` (minus the potential energy), ``diverging``,
-        ``acceptance_rate``, ``n_steps``, ``tree_depth``,
+        ``irreversible``, ``acceptance_rate``, ``n_steps`` (leaves of the
+        tree), ``n_leapfrog`` (leapfrog steps, halved ones included), ``tree_depth``,
         ``reached_max_treedepth``, ``step_size`` and ``energy``; no
         ``losses`` or ``history``. ``timing``: the seconds JAX spent tracing
         and compiling during the run (:mod:`jax.monitoring`; 0 when an
@@ -196,7 +205,7 @@ def run_nuts(
         density, parameterization, num_chains, num_warmup, target_accept_prob=target_accept_prob,
         dense_mass=dense_mass, max_tree_depth=max_tree_depth,
         max_warmup_tree_depth=max_warmup_tree_depth, centered_sticks=centered_sticks,
-        chain_method=chain_method, split_merge=split_merge,
+        chain_method=chain_method, split_merge=split_merge, energy_tolerance=energy_tolerance,
     )
     init_key, sample_key = jax.random.split(rng_key)
     if parameterization == "noncentered" and not is_scouting:
@@ -236,7 +245,7 @@ def run_nuts(
 
 def _resolve(density, parameterization, num_chains, num_warmup, *, target_accept_prob,
              dense_mass, max_tree_depth, max_warmup_tree_depth, centered_sticks, chain_method,
-             split_merge):
+             split_merge, energy_tolerance):
     """``(settings, target_accept_prob, scouting)``: the sampler's settings, every
     default resolved, and the plan of the scouting (:func:`plan_scouting`)."""
     target_accept_prob, dense_mass, max_warmup_tree_depth, centered_sticks = size_defaults(
@@ -256,6 +265,7 @@ def _resolve(density, parameterization, num_chains, num_warmup, *, target_accept
         # Resolved (and refused, if it conflicts with the data) before any work.
         "chain_method": _resolve_chain_method(chain_method, num_chains, density.data),
         "split_merge": check_split_merge(split_merge, density, parameterization),
+        "energy_tolerance": None if energy_tolerance is None else float(energy_tolerance),
     }
     return settings, target_accept_prob, scouting
 
@@ -278,26 +288,16 @@ class NUTSInfo(NamedTuple):
     step_size: Any
     energy: Any
     diverging: Any
+    irreversible: Any
+    n_leapfrog: Any
 
 
-def _kernel(density, start, rng_key, *, num_warmup, target_accept_prob, dense_mass,
-            max_tree_depth, inverse_mass=None):
-    """NumPyro's NUTS kernel on ``density``'s potential, as :func:`run_nuts` builds it:
-    ``(state at start, sample)``, ``sample(state) -> state``."""
-    template = density._replace(data=None)
+def _kernel_settings(density, num_warmup, target_accept_prob, dense_mass):
+    def potential_fn(position):
+        return density.potential_fn(position, density.data)
 
-    def potential_fn_gen(data, params):
-        bound = template.bind(params)
-        return lambda position: bound.potential_fn(position, data)
-
-    init_kernel, sample_kernel = hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
-    model_args = (density.data, density.params)
-    state = init_kernel(
-        start, num_warmup, inverse_mass_matrix=inverse_mass, dense_mass=dense_mass,
-        target_accept_prob=target_accept_prob, trajectory_length=None,
-        max_tree_depth=max_tree_depth, model_args=model_args, rng_key=rng_key,
-    )
-    return state, lambda state: sample_kernel(state, model_args=model_args)
+    return potential_fn, dict(num_warmup=num_warmup, target_accept_prob=target_accept_prob,
+                              dense_mass=dense_mass)
 
 
 def init(
@@ -311,7 +311,7 @@ def init(
     max_tree_depth: int | tuple[int, int] = 10,
     inverse_mass: jax.Array | None = None,
 ) -> HMCState:
-    """The state of NumPyro's NUTS kernel at ``position``, before its warmup.
+    """The state of the NUTS kernel at ``position``, before its warmup.
 
     Parameters
     ----------
@@ -338,11 +338,9 @@ def init(
         ``z`` is the position.
     """
     start = density.init_position if position is None else position
-    state, _ = _kernel(
-        density, start, rng_key, num_warmup=num_warmup, target_accept_prob=target_accept_prob,
-        dense_mass=dense_mass, max_tree_depth=max_tree_depth, inverse_mass=inverse_mass,
-    )
-    return state
+    potential_fn, settings = _kernel_settings(density, num_warmup, target_accept_prob,
+                                              dense_mass)
+    return init_state(potential_fn, start, rng_key, inverse_mass=inverse_mass, **settings)
 
 
 def step(
@@ -353,6 +351,7 @@ def step(
     target_accept_prob: float = 0.8,
     dense_mass: bool = False,
     max_tree_depth: int | tuple[int, int] = 10,
+    energy_tolerance: float | None = DEFAULT_ENERGY_TOLERANCE,
 ) -> tuple[HMCState, NUTSInfo]:
     """One NUTS transition from ``state``, adapting while ``state.i < num_warmup``.
 
@@ -372,6 +371,8 @@ def step(
         The density :func:`init` was given.
     num_warmup, target_accept_prob, dense_mass, max_tree_depth
         As given to :func:`init`.
+    energy_tolerance : float or None
+        As for :func:`run_nuts`.
 
     Returns
     -------
@@ -397,18 +398,15 @@ def step(
     >>> round(float(loc.mean()), 1)  # the posterior mean: the data's mean, 3
     3.0
     """
-    # The kernel's settings live in NumPyro's closures, which its init sets;
-    # that init, given the state's potential and gradient, computes nothing kept.
-    start = ParamInfo(state.z, state.potential_energy, state.z_grad)
-    _, sample = _kernel(
-        density, start, state.rng_key, num_warmup=num_warmup,
-        target_accept_prob=target_accept_prob, dense_mass=dense_mass,
-        max_tree_depth=max_tree_depth,
-    )
-    state = sample(state)
+    potential_fn, settings = _kernel_settings(density, num_warmup, target_accept_prob,
+                                              dense_mass)
+    transition = make_transition(potential_fn, max_tree_depth=max_tree_depth,
+                                 energy_tolerance=energy_tolerance, **settings)
+    state, tree = transition(state)
     info = NUTSInfo(
         lp=-state.potential_energy, acceptance_rate=state.accept_prob, n_steps=state.num_steps,
         step_size=state.adapt_state.step_size, energy=state.energy, diverging=state.diverging,
+        irreversible=tree.irreversible, n_leapfrog=tree.num_leapfrog,
     )
     return state, info
 
@@ -432,6 +430,7 @@ NUTS = Backend(
         "parameterization": "noncentered",
         "centered_sticks": None,
         "split_merge": 0,
+        "energy_tolerance": DEFAULT_ENERGY_TOLERANCE,
         "progress_bar": False,
     },
     run=run_nuts,
@@ -439,5 +438,5 @@ NUTS = Backend(
     kind="sampler",
     quick_options={"num_warmup": 100, "num_samples": 100, "max_tree_depth": 6,
                    "num_init_steps": 300},
-    description="posterior draws by NumPyro's NUTS",
+    description="posterior draws by NUTS",
 )
