@@ -224,9 +224,8 @@ def run_nuts(
                 bar=bar, **{**settings, "dense_mass": False},
             )
             num_warmup -= scout_warmup
-        inverse_mass = None
-        if init_inverse_mass == "hessian" and num_warmup:
-            inverse_mass = hessian_inverse_mass(density, starts, settings["dense_mass"])
+        inverse_mass = (hessian_inverse_mass(density, starts, settings["dense_mass"])
+                        if init_inverse_mass == "hessian" and num_warmup else None)
         bar = StepBar("NUTS", num_chains * (num_warmup + num_samples), enabled=progress_bar)
         _, positions, fields, _ = run_sampler(
             sample_key, density, starts, inverse_mass, bar=bar,
@@ -236,10 +235,10 @@ def run_nuts(
     sample_stats = sample_stats_of(jax.tree_util.tree_map(np.asarray, fields), max_tree_depth)
     warn_on_divergences(sample_stats["diverging"], target_accept_prob, settings["dense_mass"])
     warn_on_depth_bound(sample_stats["reached_max_treedepth"], max_tree_depth)
-    timing = {"compile_seconds": timer.seconds, "run_seconds": total_seconds - timer.seconds}
     return BackendOutput(
         positions=positions, sample_stats=sample_stats, losses=None, history=None,
-        history_steps=None, timing=timing, density=density,
+        history_steps=None, density=density,
+        timing={"compile_seconds": timer.seconds, "run_seconds": total_seconds - timer.seconds},
     )
 
 
@@ -293,8 +292,11 @@ class NUTSInfo(NamedTuple):
 
 
 def _kernel_settings(density, num_warmup, target_accept_prob, dense_mass):
+    # Bound as run_nuts's program binds it, so that the same loop rounds the same.
+    bound = density._replace(data=None).bind(density.params)
+
     def potential_fn(position):
-        return density.potential_fn(position, density.data)
+        return bound.potential_fn(position, density.data)
 
     return potential_fn, dict(num_warmup=num_warmup, target_accept_prob=target_accept_prob,
                               dense_mass=dense_mass)
