@@ -233,6 +233,10 @@ BAD_OPTIONS = [
     ({"centered_sticks": 2, "parameterization": "centered"}, ValueError,
      "every stick is centred already"),
     ({"num_steps": 100}, TypeError, "does not take the option"),
+    ({"energy_tolerance": 0.0}, ValueError, "energy_tolerance must be a finite float > 0"),
+    ({"energy_tolerance": float("inf")}, ValueError, "energy_tolerance must be a finite"),
+    ({"energy_tolerance": "20"}, TypeError, "energy_tolerance must be None or a float"),
+    ({"energy_tolerance": True}, TypeError, "energy_tolerance must be None or a float"),
 ]
 
 
