@@ -11,7 +11,8 @@ PYTEST_ARGS ?=
 # pytest-xdist workers, one test file per worker at a time (--dist loadfile), so
 # that fits shared within a file are computed once, handed out in the order of
 # tests/conftest.py (slowest first; --no-loadscope-reorder keeps it).
-# TEST_WORKERS=0 runs in this process.
+# TEST_WORKERS=0 runs in this process. --durations lists the slowest tests at
+# the end, so that every run shows where the suite's time goes.
 TEST_WORKERS ?= 2
 
 .PHONY: demo test examples lint install docs clean
@@ -35,7 +36,7 @@ demo: $(STAMP)
 	$(BIN)/dpgmm-ppl demo --out demo-output
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 $(PYTEST_ARGS)
 
 # The example notebooks, run at their reduced size with their own assertions
 # (tests/test_notebooks.py, deselected by make test); one notebook per worker.
