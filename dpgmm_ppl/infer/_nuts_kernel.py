@@ -24,9 +24,9 @@ from dpgmm_ppl.infer._nuts_tree import Point, build_tree, make_step
 __all__ = ["DEFAULT_ENERGY_TOLERANCE", "TreeStats", "init_state", "make_transition"]
 
 #: The largest change of the Hamiltonian within one step of the tree before it is halved.
-#: 100 rather than 20: at 20 chains that sit where the adapted step needs halving lose
-#: their trees to the reversibility test and mix slowly (four chains on the seed data at
-#: K = 25: R-hat 1.04-1.07 at 20, 1.004-1.007 at 100; benchmarks/README.md).
+#: Chosen against 20 and 50 on the seed data (benchmarks/README.md, "The default energy
+#: tolerance"): at 20, chains where the adapted step needs halving lose their trees to the
+#: reversibility test and four chains disagree.
 DEFAULT_ENERGY_TOLERANCE = 100.0
 
 
