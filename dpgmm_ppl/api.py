@@ -202,7 +202,7 @@ def fit(
         or how many of the first sticks to centre), ``split_merge``
         (split-merge proposals after each transition, which move a small
         component into its neighbour or the reverse; 0, the default, for
-        none; diagonal or 1-d covariances), ``energy_tolerance`` (200 by
+        none; diagonal or 1-d covariances), ``energy_tolerance`` (100 by
         default: a step of the tree over which the Hamiltonian changes by
         more than this is taken as 2 to 32 shorter leapfrog steps, kept only
         if the rule agrees backwards; ``None`` for plain leapfrog steps).

@@ -323,7 +323,7 @@ def test_warmup_options_reach_the_kernel(monkeypatch):
     with pytest.raises(Stop):
         dpgmm_ppl.fit(data, **common)
     assert transitions[0]["max_tree_depth"] == (3, 5)
-    assert transitions[0]["energy_tolerance"] == 200.0  # the default
+    assert transitions[0]["energy_tolerance"] == 100.0  # the default
     assert made[0]["inverse_mass"].shape == (2 + 2 + 1 + 1,)  # loc, scale, alpha, stick
     assert made[0]["num_warmup"] == 20 and made[1]["inverse_mass"] is None
     assert transitions[1]["max_tree_depth"] == 10
